@@ -1,0 +1,14 @@
+"""Export sentence-transformers models to gist-onnx model folders (needs the `export` extra)."""
+
+from importlib.util import find_spec
+
+_missing = [name for name in ("torch", "transformers", "optimum", "sentence_transformers") if find_spec(name) is None]
+if _missing:
+    raise ImportError(
+        f"exporting needs {', '.join(_missing)}, which are not installed: "
+        "pip install 'gist-onnx[export]' (and torch first; see the README)"
+    )
+
+from export.pipeline import DEFAULT_MODEL, ExportError, export_model  # noqa: E402
+
+__all__ = ["DEFAULT_MODEL", "ExportError", "export_model"]

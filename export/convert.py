@@ -1,0 +1,143 @@
+"""Graph-making steps: PyTorch → ONNX, offline graph optimization, INT8 quantization, fp16."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
+QUANTIZE_PRESETS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
+# The ops worth quantizing: the weight GEMMs outside the fused Attention. Measured on
+# all-MiniLM-L6-v2's probe set (VNNI CPU), min cosine to PyTorch: MatMul only 0.980,
+# MatMul + Attention 0.972, per-tensor weights 0.90. The embedding Gather stays fp32: quantizing
+# the lookup table costs quality and saves no compute.
+QUANTIZED_OPS = ["MatMul"]
+
+
+def to_onnx(model_dir: Path, graph_path: Path, opset: int | None) -> Path:
+    """Export the model's transformer (last_hidden_state) with dynamic batch and sequence axes.
+
+    Writes ``graph_path`` and returns the folder where optimum also saved the tokenizer.
+    """
+    from optimum.exporters.onnx import main_export
+
+    raw = graph_path.parent / "optimum-export"
+    main_export(
+        str(model_dir),
+        output=raw,
+        task="feature-extraction",
+        library_name="transformers",  # the bare encoder: pooling is ours, read from the ST config
+        opset=opset,
+        device="cpu",
+        do_validation=False,  # we validate the whole pipeline against sentence-transformers
+        local_files_only=True,
+    )
+    shutil.move(raw / "model.onnx", graph_path)
+    return raw
+
+
+def optimize(graph_in: Path, graph_out: Path, level: str, num_heads: int, hidden_size: int) -> None:
+    """Apply ONNX Runtime's graph optimizations once, at export, instead of at every session start.
+
+    O1: basic rewrites (constant folding, redundant nodes). O2: O1 plus the transformer fusions
+    (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization). O3: O2 plus the tanh
+    approximation of GELU (FastGelu), which changes the numbers slightly. The fused ops are
+    ONNX Runtime contrib ops that both the CPU and the CUDA providers implement.
+    """
+    if level not in OPTIMIZE_LEVELS:
+        raise ValueError(f"optimization level must be one of {OPTIMIZE_LEVELS}, got {level!r}")
+    if level == "none":
+        shutil.copyfile(graph_in, graph_out)
+        return
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    options.enable_gelu_approximation = level == "O3"
+    model = optimize_model(
+        str(graph_in),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        optimization_options=options,
+        opt_level=1,  # basic level only: its rewrites are portable across providers
+        only_onnxruntime=level == "O1",
+    )
+    model.save_model_to_file(str(graph_out))
+
+
+@dataclass(frozen=True)
+class QuantizeSettings:
+    """How weights and activations become int8; recorded in the manifest."""
+
+    preset: str
+    weight_type: str
+    per_channel: bool
+    reduce_range: bool
+    ops: tuple[str, ...]
+
+
+def detect_preset() -> str:
+    """The instruction-set preset for this machine, from the CPU flags."""
+    import platform
+
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return "arm64"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "avx2"
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def quantize_settings(preset: str) -> QuantizeSettings:
+    """Settings for a preset: signed per-channel weights; 7-bit weights where u8×s8 saturates."""
+    if preset not in QUANTIZE_PRESETS:
+        raise ValueError(f"quantization preset must be one of {QUANTIZE_PRESETS}, got {preset!r}")
+    if preset == "auto":
+        preset = detect_preset()
+    # Without VNNI, x86's u8×s8 multiply-add (vpmaddubsw) can saturate its int16 sums; 7-bit
+    # weights (reduce_range) avoid that. VNNI and ARM accumulate in int32 and need no such care.
+    reduce_range = preset in ("avx2", "avx512")
+    return QuantizeSettings(preset, "QInt8", True, reduce_range, tuple(QUANTIZED_OPS))
+
+
+def quantize_int8(graph_in: Path, graph_out: Path, settings: QuantizeSettings) -> dict[str, object]:
+    """Dynamic INT8 quantization: weights quantized now, activation scales at run time."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        graph_in,
+        graph_out,
+        op_types_to_quantize=list(settings.ops),
+        per_channel=settings.per_channel,
+        reduce_range=settings.reduce_range,
+        weight_type=QuantType[settings.weight_type],
+        # Shape inference cannot type the outputs of fused contrib ops (Attention, SkipLayerNorm);
+        # every float tensor in these graphs is fp32.
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
+    return {"method": "dynamic", **asdict(settings), "ops": list(settings.ops)}
+
+
+def to_fp16(graph_in: Path, graph_out: Path) -> None:
+    """Half-precision graph for GPUs with fp32 inputs and outputs.
+
+    onnxruntime's own converter is used (onnxconverter-common's made graphs that ONNX Runtime
+    refused: a Cast type mismatch), with symbolic shape inference so that fused contrib ops are
+    typed. Plain LayerNormalization and Softmax stay in fp32: their sums over a whole row overflow
+    or lose precision in fp16. The fused SkipLayerNormalization and Attention kernels already
+    accumulate in fp32 internally, so they take fp16 tensors.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(graph_in)))
+    keep_fp32 = ["LayerNormalization", "Softmax", "ReduceMean", "Pow", "Sqrt"]
+    model.convert_float_to_float16(keep_io_types=True, op_block_list=DEFAULT_OP_BLOCK_LIST + keep_fp32)
+    model.save_model_to_file(str(graph_out))

@@ -1,0 +1,172 @@
+"""`export_model`: a sentence-transformers model → a verified, self-contained ONNX model folder.
+
+The folder is built in a hidden sibling and renamed into place only once it is complete and
+verified, so an interrupted or failed export never leaves a folder the runtime would load, and
+never damages the folder it was meant to replace.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from export.convert import optimize, quantize_int8, quantize_settings, to_fp16, to_onnx
+from export.source import resolve_source
+from export.st_config import read_sentence_config
+from export.verify import MIN_COSINE, PROBES, reference_vectors, verify
+from gist_onnx.cli import DEFAULT_MODEL
+from gist_onnx.manifest import MANIFEST_NAME, GraphRecord, Manifest, file_record
+
+GRAPH_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
+TOOLS = [
+    "gist-onnx", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
+    "sentence-transformers", "tokenizers",
+]  # fmt: skip
+
+
+class ExportError(RuntimeError):
+    """The export cannot start or did not produce a valid folder; nothing was written."""
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _check_target(output: Path, force: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"{output} is a file; pass a folder path to write the model into")
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise ExportError(f"{output} exists and is not empty; pass --force to replace it")
+
+
+def _publish(work: Path, output: Path) -> None:
+    """Move the finished folder into place; an old folder is replaced only after the new is whole."""
+    if not output.exists():
+        work.rename(output)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+    old.rmdir()
+    output.rename(old)
+    try:
+        work.rename(output)
+    except OSError:
+        old.rename(output)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_model(
+    model: str = DEFAULT_MODEL,
+    output: str | Path = "gist-onnx-model",
+    *,
+    revision: str | None = None,
+    optimization: str = "O2",
+    quantize: str | None = None,
+    quantize_preset: str = "auto",
+    fp16: bool = False,
+    opset: int | None = None,
+    force: bool = False,
+    min_cosine: dict[str, float] | None = None,
+) -> Manifest:
+    """Export, optimize, quantize and verify a model into ``output``; return its manifest.
+
+    ``min_cosine`` overrides verification thresholds per precision; overrides are recorded.
+    Raises ExportError, ModelUnavailableError, SentenceConfigError or VerificationError, having
+    written nothing at ``output``.
+    """
+    if quantize not in (None, "int8"):
+        raise ExportError(f"--quantize takes int8, got {quantize!r}")
+    output = Path(output).expanduser().resolve()
+    _check_target(output, force)
+    source = resolve_source(model, revision)
+    config = read_sentence_config(source.folder)
+    model_config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
+    thresholds = {**MIN_COSINE, **(min_cosine or {})}
+    precisions = ["fp32"] + (["int8"] if quantize else []) + (["fp16"] if fp16 else [])
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    work.chmod(0o755)  # mkdtemp makes it private; the published folder is an ordinary one
+    try:
+        build = work / "build"
+        build.mkdir()
+        raw_graph = build / "raw.onnx"
+        raw_folder = to_onnx(source.folder, raw_graph, opset)
+        shutil.copyfile(raw_folder / "tokenizer.json", work / "tokenizer.json")
+
+        fp32 = work / GRAPH_FILES["fp32"]
+        optimize(
+            raw_graph, fp32, optimization,
+            model_config["num_attention_heads"], model_config["hidden_size"],
+        )  # fmt: skip
+        graphs = {"fp32": {"optimization": optimization}}
+        if quantize:
+            settings = quantize_settings(quantize_preset)
+            quantization = quantize_int8(fp32, work / GRAPH_FILES["int8"], settings)
+            graphs["int8"] = {"optimization": optimization, "quantization": quantization}
+        if fp16:
+            to_fp16(fp32, work / GRAPH_FILES["fp16"])
+            graphs["fp16"] = {"optimization": optimization}
+        shutil.rmtree(build)
+
+        def manifest_with(verification: dict) -> Manifest:
+            return Manifest(
+                source_model=source.name,
+                source_revision=source.revision,
+                embedding_dim=config.embedding_dim,
+                pooling=config.pooling,
+                normalize=config.normalize,
+                lowercase=config.lowercase,
+                max_seq_length=config.max_seq_length,
+                vocab_size=model_config["vocab_size"],
+                inputs=_graph_inputs(fp32),
+                output="last_hidden_state",
+                tokenizer=file_record(work / "tokenizer.json"),
+                graphs={
+                    name: GraphRecord(
+                        precision=name, **file_record(work / GRAPH_FILES[name]).__dict__, **extra
+                    )
+                    for name, extra in graphs.items()
+                },
+                tools=_versions(),
+                verification=verification,
+            )
+
+        # The runtime reads the folder through its manifest, so verification needs a draft one.
+        (work / MANIFEST_NAME).write_text(manifest_with({}).to_json(), encoding="utf-8")
+        results = verify(work, reference_vectors(source.folder, PROBES), precisions, thresholds)
+        manifest = manifest_with(
+            {
+                "probes": len(PROBES),
+                "reference": "sentence-transformers, torch fp32, CPU",
+                "thresholds_overridden": {
+                    k: v for k, v in thresholds.items() if MIN_COSINE.get(k) != v
+                },
+                "results": results,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
+        )
+        (work / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        _publish(work, output)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _graph_inputs(graph: Path) -> list[str]:
+    import onnx
+
+    model = onnx.load(str(graph), load_external_data=False)
+    initializers = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in initializers]

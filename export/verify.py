@@ -1,0 +1,91 @@
+"""Verification, part of every export: the runtime's vectors against sentence-transformers'."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# The one place the acceptance thresholds live: min cosine to PyTorch fp32 on the probe set.
+MIN_COSINE = {"fp32": 0.99999, "int8": 0.98, "fp16": 0.999}
+
+PROBES = [
+    "",
+    "   ",
+    "Hello, world!",
+    "How to bake a chocolate cake?",
+    "Texts and queries are encoded as they are, with no instruction prefix.",
+    "Café crème, naïve résumé, Straße — déjà vu.",
+    "機械学習は楽しいです。中文文本也可以嵌入。",
+    "مرحبا بالعالم، هذه جملة باللغة العربية.",
+    "Emoji 🚀🔥 and symbols ∑ ∫ √ ≠ ±.",
+    "UPPER case and lower case should match in an uncased model.",
+    "\tTabs,\nnewlines\r\nand  double  spaces.",
+    # Longer than any BERT's 512 tokens: exercises truncation on both sides.
+    " ".join(f"Sentence number {i} talks about embeddings, ONNX and latency." for i in range(90)),
+]
+
+
+class VerificationError(RuntimeError):
+    """The exported graph's vectors are too far from sentence-transformers'."""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How close one graph's vectors are to the reference, over the probe set."""
+
+    max_abs_diff: float
+    min_cosine: float
+    mean_cosine: float
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+    """Max abs difference and min/mean row cosine between two (n, dim) arrays."""
+    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True).clip(1e-12)
+    cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True).clip(1e-12)
+    cosines = (ref * cand).sum(axis=1)
+    return Agreement(
+        max_abs_diff=float(np.abs(reference - candidate).max()),
+        min_cosine=float(cosines.min()),
+        mean_cosine=float(cosines.mean()),
+    )
+
+
+def reference_vectors(model_dir: Path, texts: list[str]) -> np.ndarray:
+    """sentence-transformers on torch fp32, the model card's way."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    return model.encode(texts, batch_size=len(texts), convert_to_numpy=True).astype(np.float32)
+
+
+def verify(
+    export_dir: Path,
+    reference: np.ndarray,
+    precisions: list[str],
+    min_cosine: dict[str, float],
+) -> dict[str, dict[str, float]]:
+    """Encode the probes through the runtime for each graph; raise if any is below threshold.
+
+    Every graph is checked before raising, so one error reports all failures.
+    """
+    from gist_onnx import Embedder
+
+    results: dict[str, dict[str, float]] = {}
+    failures = []
+    for precision in precisions:
+        # One batch with every probe: padding and truncation are exercised together.
+        embedder = Embedder(export_dir, provider="cpu", precision=precision)
+        found = agreement(reference, embedder.encode(PROBES, batch_size=len(PROBES)))
+        results[precision] = {**found.__dict__, "threshold": min_cosine[precision]}
+        if found.min_cosine < min_cosine[precision]:
+            failures.append(
+                f"{precision}: min cosine {found.min_cosine:.6f} < {min_cosine[precision]} "
+                f"(max abs diff {found.max_abs_diff:.2e})"
+            )
+    if failures:
+        raise VerificationError(
+            "the exported model does not reproduce sentence-transformers: " + "; ".join(failures)
+        )
+    return results

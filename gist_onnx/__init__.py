@@ -1,0 +1,7 @@
+"""gist-onnx: GIST-Embedding-v0 (and other BERT sentence-transformers) on ONNX Runtime, without torch."""
+
+from gist_onnx.embedder import Embedder
+from gist_onnx.errors import GistOnnxError, ModelFolderError, ProviderError
+
+__version__ = "0.1.0"
+__all__ = ["Embedder", "GistOnnxError", "ModelFolderError", "ProviderError", "__version__"]

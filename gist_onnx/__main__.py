@@ -1,0 +1,3 @@
+from gist_onnx.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,194 @@
+"""`gist-onnx`: export a model, embed texts with it, or describe an exported folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from gist_onnx.errors import GistOnnxError
+from gist_onnx.manifest import read_manifest
+
+DEFAULT_MODEL = "avsolatorio/GIST-Embedding-v0"
+# Inputs at least this long get a progress bar on stderr.
+PROGRESS_THRESHOLD = 256
+
+
+def _min_cosine(value: str) -> tuple[str, float]:
+    precision, _, number = value.partition("=")
+    try:
+        return precision, float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected PRECISION=VALUE such as fp32=0.9999, got {value!r}")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a sentence-transformers model to a verified ONNX model folder",
+        description="Export a sentence-transformers model (hub id or local folder) to ONNX, "
+        "optimize and optionally quantize it, verify it against PyTorch, and write a "
+        "self-contained model folder. Needs the `export` extra.",
+    )
+    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"hub id or local folder (default: {DEFAULT_MODEL})")
+    p.add_argument("-o", "--output", required=True, type=Path, help="folder to write")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    p.add_argument("--optimize", default="O2", choices=["none", "O1", "O2", "O3"], help="offline graph optimization (default: O2, exact fusions)")
+    p.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized INT8 graph")
+    p.add_argument("--quantize-preset", default="auto", choices=["auto", "avx2", "avx512", "avx512_vnni", "arm64"], help="instruction-set preset for INT8 (default: this machine's)")
+    p.add_argument("--fp16", action="store_true", help="also write a half-precision graph for GPUs")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: optimum's)")
+    p.add_argument("--min-cosine", type=_min_cosine, action="append", default=[], metavar="PRECISION=VALUE", help="override a verification threshold (recorded in the manifest)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    try:
+        from export import export_model
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from export.source import ModelUnavailableError
+    from export.st_config import SentenceConfigError
+    from export.verify import VerificationError
+    from export.pipeline import ExportError
+
+    try:
+        manifest = export_model(
+            args.model, args.output, revision=args.revision, optimization=args.optimize,
+            quantize=args.quantize, quantize_preset=args.quantize_preset, fp16=args.fp16,
+            opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
+        )  # fmt: skip
+    except (ExportError, ModelUnavailableError, SentenceConfigError, VerificationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for precision, result in manifest.verification["results"].items():
+        print(
+            f"{precision}: min cosine to sentence-transformers {result['min_cosine']:.6f}, "
+            f"max abs diff {result['max_abs_diff']:.2e}",
+            file=sys.stderr,
+        )
+    print(args.output)
+    return 0
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", required=True, type=Path, help="exported model folder")
+    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "fp16"])
+
+
+def _read_texts(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.suffix == ".jsonl":
+        texts = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                texts.append(record["text"])
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise GistOnnxError(f"{path}:{number}: expected a JSON object with a \"text\" field ({exc!r})") from exc
+        return texts
+    return lines
+
+
+def _write_vectors(path: Path, texts: list[str], vectors: np.ndarray) -> None:
+    if path.suffix == ".npy":
+        np.save(path, vectors)
+    elif path.suffix == ".jsonl":
+        with path.open("w", encoding="utf-8") as handle:
+            for text, vector in zip(texts, vectors):
+                handle.write(json.dumps({"text": text, "embedding": vector.tolist()}) + "\n")
+    else:
+        raise GistOnnxError(f"{path}: the output must end in .npy or .jsonl")
+
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed",
+        help="embed texts; print their cosine-similarity matrix or write the vectors",
+        description="Embed TEXT arguments or a file of texts. Without --output, prints the "
+        "cosine-similarity matrix of the texts, as the model card's example does.",
+    )
+    _add_runtime_options(p)
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed")
+    p.add_argument("-i", "--input", type=Path, help="file of texts: one per line, or .jsonl with a \"text\" field")
+    p.add_argument("-o", "--output", type=Path, help="write vectors to .npy or .jsonl")
+    p.add_argument("-b", "--batch-size", type=int, default=32)
+    p.set_defaults(run=_run_embed)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from gist_onnx.embedder import Embedder
+
+    texts = list(args.texts) + (_read_texts(args.input) if args.input else [])
+    if not texts:
+        print("error: give texts as arguments or with --input FILE", file=sys.stderr)
+        return 2
+    embedder = Embedder(args.model, provider=args.provider, precision=args.precision)
+    vectors = embedder.encode(
+        texts, batch_size=args.batch_size, show_progress_bar=len(texts) >= PROGRESS_THRESHOLD
+    )
+    if args.output:
+        _write_vectors(args.output, texts, vectors)
+        print(f"wrote {len(texts)} vectors of {embedder.dim} to {args.output}", file=sys.stderr)
+        return 0
+    np.set_printoptions(precision=4, suppress=True, linewidth=120)
+    print(embedder.similarity(vectors, vectors))
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="summarize an exported model folder", description="Summarize a model folder's manifest and the session it would run on.")
+    _add_runtime_options(p)
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
+    p.set_defaults(run=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from gist_onnx.embedder import Embedder
+
+    manifest = read_manifest(args.model)
+    if args.json:
+        print(manifest.to_json(), end="")
+        return 0
+    embedder = Embedder(args.model, provider=args.provider, precision=args.precision)
+    print(f"model:        {manifest.source_model}" + (f" @ {manifest.source_revision}" if manifest.source_revision else ""))
+    print(f"embedding:    {manifest.embedding_dim} dims, {manifest.pooling} pooling, normalize={manifest.normalize}")
+    print(f"max tokens:   {manifest.max_seq_length}")
+    print(f"inputs:       {', '.join(manifest.inputs)}")
+    for name, graph in manifest.graphs.items():
+        result = manifest.verification.get("results", {}).get(name, {})
+        check = f", min cosine to PyTorch {result['min_cosine']:.6f}" if result else ""
+        print(f"graph {name:5}  {graph.file} ({graph.size / 2**20:.1f} MiB, optimization {graph.optimization}{check})")
+    print(f"session:      {embedder.precision} on {', '.join(embedder.providers)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from gist_onnx import __version__
+
+    parser = argparse.ArgumentParser(prog="gist-onnx", description="GIST-Embedding-v0 on ONNX Runtime: export, embed, inspect.")
+    parser.add_argument("--version", action="version", version=f"gist-onnx {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_export(sub)
+    _add_embed(sub)
+    _add_info(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `gist-onnx` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (GistOnnxError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,192 @@
+"""The runtime: texts → tokens → ONNX Runtime session → pooled, normalized vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from gist_onnx.errors import ModelFolderError
+from gist_onnx.manifest import Manifest, check_file, read_manifest
+from gist_onnx.pooling import normalize, pool
+from gist_onnx.progress import Progress
+from gist_onnx.providers import CUDA, create_session, providers_for
+from gist_onnx.tokenize import TextTokenizer
+
+PRECISION_CHOICES = ("auto", "fp32", "int8", "fp16")
+# Texts are sorted by length within a chunk of this many, so batches pad little; a chunk is
+# also the unit of streaming, which bounds memory for iterators of any length.
+DEFAULT_CHUNK_SIZE = 8192
+
+
+def _choose_precision(precision: str, manifest: Manifest, on_cuda: bool) -> str:
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+    if precision == "auto":
+        # The most faithful graph the device runs well: fp16 only on a GPU, int8 only on request.
+        preference = ("fp16", "fp32") if on_cuda else ("fp32",)
+        for candidate in (*preference, *manifest.graphs):
+            if candidate in manifest.graphs:
+                return candidate
+    if precision not in manifest.graphs:
+        raise ValueError(
+            f"this model folder has no {precision} graph (it has {sorted(manifest.graphs)}); "
+            f"export with {'--quantize int8' if precision == 'int8' else '--fp16'} to add one"
+        )
+    return precision
+
+
+def _check_texts(texts: Sequence[object], offset: int = 0) -> None:
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"text {offset + index} is {type(text).__name__}, not str; "
+                "every item passed to encode must be a str"
+            )
+
+
+class Embedder:
+    """Embeds texts with a model folder written by ``gist-onnx export``.
+
+    Args:
+        model_dir: the exported folder (it holds ``manifest.json``).
+        provider: "auto" (CUDA when it really works, else CPU), "cpu" or "cuda".
+        precision: "auto" (fp16 on CUDA when exported, else fp32), "fp32", "int8" or "fp16".
+        threads: ONNX Runtime intra-op threads; None lets it use one per physical core.
+        verify_checksums: hash every file at load; False skips only the sha256 (sizes are still
+            checked) for cold-start-critical services.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        provider: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+        verify_checksums: bool = True,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.manifest = read_manifest(self.model_dir)
+        wants_cuda = providers_for(provider, ort.get_available_providers())[0] == CUDA
+        self.precision = _choose_precision(precision, self.manifest, wants_cuda)
+
+        tokenizer_path = check_file(
+            self.model_dir, self.manifest.tokenizer, checksum=verify_checksums
+        )
+        self._tokenizer = TextTokenizer(tokenizer_path, self.manifest.max_seq_length)
+        if self._tokenizer.vocab_size > self.manifest.vocab_size:
+            # Ids past the embedding table would fail (or read garbage) at the first encode.
+            raise ModelFolderError(
+                tokenizer_path,
+                f"has {self._tokenizer.vocab_size} tokens but the graph embeds only "
+                f"{self.manifest.vocab_size}: the tokenizer belongs to another model",
+            )
+
+        graph = self.manifest.graphs[self.precision]
+        graph_path = check_file(self.model_dir, graph.record, checksum=verify_checksums)
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self._session = create_session(graph_path, provider, options)
+        except ort.capi.onnxruntime_pybind11_state.Fail as exc:
+            raise ModelFolderError(graph_path, f"is not a loadable ONNX graph: {exc}") from exc
+        self._input_names = [i.name for i in self._session.get_inputs()]
+        unknown = set(self._input_names) - {"input_ids", "attention_mask", "token_type_ids"}
+        if unknown:
+            raise ModelFolderError(graph_path, f"declares inputs this runtime cannot feed: {unknown}")
+        self._output_name = self.manifest.output
+
+    @property
+    def dim(self) -> int:
+        """Length of each embedding."""
+        return self.manifest.embedding_dim
+
+    @property
+    def max_seq_length(self) -> int:
+        """Tokens per text, special tokens included; longer texts are truncated."""
+        return self.manifest.max_seq_length
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really runs on, in order."""
+        return self._session.get_providers()
+
+    def encode(
+        self,
+        sentences: str | Iterable[str],
+        batch_size: int = 32,
+        normalize_embeddings: bool | None = None,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Embed texts into a float32 array of shape (n, dim); a single str gives shape (dim,).
+
+        ``normalize_embeddings=None`` follows the model's sentence-transformers config (GIST
+        normalizes); True or False overrides it.
+        """
+        if isinstance(sentences, str):
+            return self.encode([sentences], batch_size, normalize_embeddings)[0]
+        if isinstance(sentences, Sequence):
+            _check_texts(sentences)  # a bad item fails before any work is done
+        total = len(sentences) if isinstance(sentences, Sequence) else None
+        progress = Progress("embedding", total, enabled=show_progress_bar)
+        chunks = []
+        for chunk in self.encode_iter(sentences, batch_size, normalize_embeddings):
+            chunks.append(chunk)
+            progress.update(len(chunk))
+        progress.close()
+        if not chunks:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return np.concatenate(chunks)
+
+    def encode_iter(
+        self,
+        sentences: Iterable[str],
+        batch_size: int = 32,
+        normalize_embeddings: bool | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> Iterator[np.ndarray]:
+        """Embed a stream of texts chunk by chunk, yielding (len(chunk), dim) arrays in order.
+
+        Memory stays bounded by ``chunk_size`` texts, however long the stream.
+        """
+        if batch_size < 1 or chunk_size < 1:
+            raise ValueError("batch_size and chunk_size must be at least 1")
+        should_normalize = self.manifest.normalize if normalize_embeddings is None else normalize_embeddings
+        iterator = iter(sentences)
+        offset = 0
+        while chunk := list(islice(iterator, chunk_size)):
+            _check_texts(chunk, offset)
+            yield self._encode_chunk(chunk, batch_size, should_normalize)
+            offset += len(chunk)
+
+    def _encode_chunk(self, texts: list[str], batch_size: int, should_normalize: bool) -> np.ndarray:
+        if self.manifest.lowercase:
+            texts = [text.lower() for text in texts]
+        encodings = self._tokenizer.encode(texts)
+        # Longest first: batches of similar length pad little, and the largest batch comes first.
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            feeds = self._tokenizer.pad([encodings[i] for i in rows], self._input_names)
+            (hidden,) = self._session.run([self._output_name], feeds)
+            if hidden.shape[-1] != self.dim:
+                raise RuntimeError(f"the graph returned width {hidden.shape[-1]}, expected {self.dim}")
+            pooled = pool(hidden, feeds["attention_mask"], self.manifest.pooling)
+            out[rows] = normalize(pooled) if should_normalize else pooled
+        return out
+
+    def truncated(self, texts: Sequence[str]) -> list[bool]:
+        """For each text, whether it is longer than ``max_seq_length`` tokens and gets cut."""
+        _check_texts(texts)
+        return [bool(e.overflowing) for e in self._tokenizer.encode(texts)]
+
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine-similarity matrix between the rows of ``a`` and of ``b``."""
+        a2, b2 = np.atleast_2d(a), np.atleast_2d(b)
+        return normalize(a2) @ normalize(b2).T
