@@ -17,6 +17,14 @@ from gist_onnx.providers import CUDA, create_session, providers_for
 from gist_onnx.tokenize import TextTokenizer
 
 PRECISION_CHOICES = ("auto", "fp32", "int8", "fp16")
+_ort_errors = ort.capi.onnxruntime_pybind11_state
+# What ONNX Runtime raises for a file that is not a graph it can build a session from.
+_GRAPH_LOAD_ERRORS = (
+    _ort_errors.Fail,
+    _ort_errors.InvalidProtobuf,
+    _ort_errors.InvalidGraph,
+    _ort_errors.NotImplemented,
+)
 # Texts are sorted by length within a chunk of this many, so batches pad little; a chunk is
 # also the unit of streaming, which bounds memory for iterators of any length.
 DEFAULT_CHUNK_SIZE = 8192
@@ -92,7 +100,7 @@ class Embedder:
             options.intra_op_num_threads = threads
         try:
             self._session = create_session(graph_path, provider, options)
-        except ort.capi.onnxruntime_pybind11_state.Fail as exc:
+        except _GRAPH_LOAD_ERRORS as exc:
             raise ModelFolderError(graph_path, f"is not a loadable ONNX graph: {exc}") from exc
         self._input_names = [i.name for i in self._session.get_inputs()]
         unknown = set(self._input_names) - {"input_ids", "attention_mask", "token_type_ids"}

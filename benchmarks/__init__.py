@@ -1,0 +1,1 @@
+"""Speed, memory and quality of gist-onnx against the PyTorch baseline: `python -m benchmarks`."""

@@ -1,0 +1,75 @@
+"""`gist-onnx embed` and `gist-onnx info` on the tiny export, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gist_onnx import Embedder
+from gist_onnx.cli import main as cli
+
+TEXTS = ["How to bake a cake", "A recipe for chocolate cake", "The stock market fell today"]
+
+
+def test_embed_prints_the_similarity_matrix(tiny_export: Path, capsys) -> None:
+    assert cli(["embed", "-m", str(tiny_export), *TEXTS]) == 0
+    printed = capsys.readouterr().out
+    rows = [list(map(float, line.strip(" []").split())) for line in printed.strip().splitlines()]
+    vectors = Embedder(tiny_export).encode(TEXTS)
+    np.testing.assert_allclose(rows, vectors @ vectors.T, atol=1e-4)
+
+
+def test_embed_files_in_and_out(tiny_export: Path, tmp_path: Path, capsys) -> None:
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    records = tmp_path / "texts.jsonl"
+    records.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(TEXTS)))
+    expected = Embedder(tiny_export).encode(TEXTS)
+
+    assert cli(["embed", "-m", str(tiny_export), "-i", str(lines), "-o", str(tmp_path / "v.npy")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
+
+    assert cli(["embed", "-m", str(tiny_export), "-i", str(records), "-o", str(tmp_path / "v.jsonl")]) == 0
+    written = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
+    assert [w["text"] for w in written] == TEXTS
+    np.testing.assert_allclose([w["embedding"] for w in written], expected, atol=1e-6)
+
+
+def test_progress_bar_on_long_inputs(tiny_export: Path, tmp_path: Path, capsys) -> None:
+    lines = tmp_path / "many.txt"
+    lines.write_text("\n".join(f"text number {i}" for i in range(300)))
+    assert cli(["embed", "-m", str(tiny_export), "-i", str(lines), "-o", str(tmp_path / "v.npy")]) == 0
+    assert "embedding: 300/300 (100%) texts" in capsys.readouterr().err
+
+
+def test_bad_jsonl_line_is_named(tiny_export: Path, tmp_path: Path, capsys) -> None:
+    records = tmp_path / "bad.jsonl"
+    records.write_text('{"text": "fine"}\n{"body": "no text field"}\n')
+    assert cli(["embed", "-m", str(tiny_export), "-i", str(records)]) == 1
+    assert "bad.jsonl:2: expected a JSON object with a \"text\" field" in capsys.readouterr().err
+
+
+def test_wrong_model_folder_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
+    assert cli(["embed", "-m", str(tmp_path), "hello"]) == 1
+    err = capsys.readouterr().err
+    assert "manifest.json: is missing" in err and "Traceback" not in err
+
+
+def test_info_summarizes(tiny_export: Path, capsys) -> None:
+    assert cli(["info", "-m", str(tiny_export)]) == 0
+    out = capsys.readouterr().out
+    assert "64 dims, cls pooling, normalize=True" in out
+    assert "graph int8" in out and "session:      fp32 on CPUExecutionProvider" in out
+    assert cli(["info", "-m", str(tiny_export), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["pooling"] == "cls"
+
+
+@pytest.mark.parametrize("command", [[], ["export"], ["embed"], ["info"]])
+def test_help_everywhere(command: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-m", "gist_onnx", *command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "usage: gist-onnx" in result.stdout

@@ -1,0 +1,137 @@
+"""Export through the CLI on the tiny GIST-shaped model: folder contents, parity, atomicity, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.verify import PROBES, agreement, reference_vectors
+from gist_onnx import Embedder
+from gist_onnx.cli import main as cli
+from gist_onnx.manifest import MANIFEST_NAME, read_manifest, sha256_of
+
+TEXTS = [
+    "What is the capital of France?",
+    "Paris is the capital and largest city of France.",
+    "",
+    "naïve café 🚀",
+    "word " * 700,  # truncated at 512 tokens
+]
+
+
+def test_manifest_describes_the_folder(tiny_export: Path, tiny_model: Path) -> None:
+    manifest = read_manifest(tiny_export)
+    assert (manifest.pooling, manifest.normalize, manifest.lowercase) == ("cls", True, True)
+    assert (manifest.embedding_dim, manifest.max_seq_length, manifest.vocab_size) == (64, 512, 30522)
+    assert manifest.inputs == ["input_ids", "attention_mask", "token_type_ids"]
+    assert manifest.source_model == str(tiny_model.resolve())
+    assert set(manifest.graphs) == {"fp32", "int8"}
+    for record in manifest.files():
+        path = tiny_export / record.file
+        assert (record.size, record.sha256) == (path.stat().st_size, sha256_of(path))
+    assert manifest.graphs["int8"].quantization["per_channel"] is True
+    results = manifest.verification["results"]
+    assert results["fp32"]["min_cosine"] >= 0.99999 and results["int8"]["min_cosine"] >= 0.98
+    assert manifest.verification["thresholds_overridden"] == {}
+    assert {"onnxruntime", "torch", "optimum", "sentence-transformers"} <= set(manifest.tools)
+    assert sorted(p.name for p in tiny_export.iterdir()) == sorted(
+        [MANIFEST_NAME, "model.onnx", "model_int8.onnx", "tokenizer.json"]
+    )
+
+
+def test_graph_has_dynamic_batch_and_sequence_axes(tiny_export: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(tiny_export / "model.onnx"), load_external_data=False).graph
+    for tensor in [*graph.input, *graph.output]:
+        dims = tensor.type.tensor_type.shape.dim
+        assert dims[0].dim_param and dims[1].dim_param, tensor.name
+
+
+@pytest.mark.parametrize(("precision", "threshold"), [("fp32", 0.99999), ("int8", 0.98)])
+def test_parity_with_sentence_transformers(
+    tiny_export: Path, tiny_model: Path, precision: str, threshold: float
+) -> None:
+    reference = reference_vectors(tiny_model, TEXTS)
+    found = Embedder(tiny_export, precision=precision).encode(TEXTS, batch_size=2)
+    assert agreement(reference, found).min_cosine >= threshold
+
+
+@pytest.mark.parametrize("optimization", ["none", "O1", "O3"])
+def test_each_optimization_level_verifies(tmp_path: Path, tiny_model: Path, optimization: str) -> None:
+    out = tmp_path / "onnx"
+    assert cli(["export", str(tiny_model), "-o", str(out), "--optimize", optimization]) == 0
+    assert read_manifest(out).graphs["fp32"].optimization == optimization
+
+
+def test_v5_layout_with_mean_pooling_exports_and_matches(tmp_path: Path, minilm_dir: Path) -> None:
+    from export.random_model import build_random_model
+
+    model = build_random_model(tmp_path / "m", minilm_dir, tiny=True, pooling="mean", layout="v5", seed=1)
+    assert cli(["export", str(model), "-o", str(tmp_path / "onnx")]) == 0
+    assert read_manifest(tmp_path / "onnx").pooling == "mean"
+    reference = reference_vectors(model, PROBES)
+    assert agreement(reference, Embedder(tmp_path / "onnx").encode(PROBES)).min_cosine >= 0.99999
+
+
+def test_refuses_a_non_empty_target_without_force(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    out = tmp_path / "onnx"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert cli(["export", str(tiny_model), "-o", str(out)]) == 1
+    assert "--force" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert cli(["export", str(tiny_model), "-o", str(out), "--force"]) == 0
+    assert not (out / "keep.txt").exists() and (out / MANIFEST_NAME).is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["onnx"]  # no partial or old folder left
+
+
+def test_failed_verification_leaves_nothing(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    out = tmp_path / "onnx"
+    # No graph reaches a cosine above 1: the override makes verification fail for real.
+    assert cli(["export", str(tiny_model), "-o", str(out), "--min-cosine", "fp32=1.5"]) == 1
+    assert "fp32: min cosine" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_threshold_override_is_recorded(tmp_path: Path, tiny_model: Path) -> None:
+    out = tmp_path / "onnx"
+    assert cli(["export", str(tiny_model), "-o", str(out), "--min-cosine", "fp32=0.9"]) == 0
+    assert read_manifest(out).verification["thresholds_overridden"] == {"fp32": 0.9}
+
+
+def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gist_onnx", *args], capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=300,
+    )  # fmt: skip
+
+
+def test_offline_hub_id_gives_one_clear_paragraph(tmp_path: Path) -> None:
+    out = tmp_path / "onnx"
+    result = _run_cli("export", "avsolatorio/GIST-Embedding-v0", "-o", str(out),
+                      env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")})  # fmt: skip
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "'avsolatorio/GIST-Embedding-v0'" in result.stderr
+    assert "pass its path instead" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert [p.name for p in tmp_path.iterdir() if p.name != "empty-cache"] == []
+
+
+def test_missing_local_folder_is_named(tmp_path: Path, capsys) -> None:
+    assert cli(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "onnx")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_sentence_transformer_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "model").mkdir()
+    assert cli(["export", str(tmp_path / "model"), "-o", str(tmp_path / "onnx")]) == 1
+    assert "modules.json is missing" in capsys.readouterr().err
+    assert not (tmp_path / "onnx").exists()
