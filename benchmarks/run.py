@@ -1,0 +1,240 @@
+"""The benchmark run: every variant on the same texts, in one process, passes interleaved.
+
+Interleaving (pass 1 of every variant, then pass 2, …) spreads the machine's drift over all
+variants alike, so ratios taken in one run are fair even on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.data import StsPairs, load_stsb, passages, stsb_spearman
+from benchmarks.footprint import installed_mib
+from benchmarks.measure import bert_flops, gemm_peak_gflops, latency_ms, median, timed
+from benchmarks.variants import BASELINE, SPECS, Encode, Prepared, load, prepare
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much work each measurement does: the full run and --quick differ only here."""
+
+    short_texts: int
+    medium_texts: int
+    long_texts: int
+    batch_sizes: tuple[int, ...]
+    passes: int
+    latency_calls: int
+    quality_pairs: int | None  # None: all STS-B pairs
+    rss_texts: int
+
+
+FULL = Plan(512, 128, 32, (1, 8, 32, 128), 3, 200, None, 64)
+QUICK = Plan(64, 16, 8, (1, 8, 32), 3, 200, 300, 16)
+WORKLOADS = {"short": None, "medium": 126, "long": 510}  # token budget before [CLS]/[SEP]
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    name: str
+    folder: Path
+    about: str
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    import onnxruntime as ort
+
+    return {
+        "cpu": cpu,
+        "logical_cores": os.cpu_count(),
+        "simd": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "onnxruntime_providers": ort.get_available_providers(),
+    }
+
+
+def versions() -> dict[str, str]:
+    names = ["gist-onnx", "onnxruntime", "torch", "sentence-transformers", "transformers", "optimum",
+             "optimum-onnx", "tokenizers", "numpy"]  # fmt: skip
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def workload_texts(plan: Plan, sentences: list[str], tokenizer_path: Path) -> dict[str, list[str]]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    sizes = {"short": plan.short_texts, "medium": plan.medium_texts, "long": plan.long_texts}
+    texts = {}
+    for name, budget in WORKLOADS.items():
+        if budget is None:
+            texts[name] = sentences[: sizes[name]]
+        else:
+            texts[name] = passages(sentences, count, budget, sizes[name])
+    return texts
+
+
+def token_lengths(texts: list[str], tokenizer_path: Path, max_len: int) -> list[int]:
+    """Real tokens per text as the model sees them: special tokens in, truncated."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_len)
+    return [len(e.ids) for e in tokenizer.encode_batch(texts)]
+
+
+def throughput(
+    encoders: dict[str, Encode], texts: list[str], batch_size: int, passes: int
+) -> dict[str, float]:
+    """Median seconds per pass of each variant over ``texts``, passes interleaved."""
+    warm = texts[: max(batch_size, 1)]
+    for encode in encoders.values():
+        encode(warm, batch_size)
+    seconds: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(passes):
+        for name, encode in encoders.items():
+            seconds[name].append(timed(lambda e=encode: e(texts, batch_size)))
+    return {name: median(values) for name, values in seconds.items()}
+
+
+def cold_start(spec_name: str, prepared: Prepared, texts: list[str], batch_size: int) -> dict[str, float]:
+    """Start a fresh process for one variant: seconds to first embedding, then its peak RSS."""
+    job = {
+        "variant": spec_name,
+        "prepared": {k: str(v) for k, v in prepared.__dict__.items()},
+        "texts": texts,
+        "batch_size": batch_size,
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(job, handle)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.coldstart", handle.name],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+    )  # fmt: skip
+    assert process.stdout is not None
+    first = None
+    last = ""
+    for line in process.stdout:
+        if line.startswith("first-embedding") and first is None:
+            first = time.perf_counter() - start
+        last = line
+    if process.wait() != 0 or first is None:
+        raise RuntimeError(f"the cold-start process for {spec_name} failed (exit {process.returncode})")
+    Path(handle.name).unlink()
+    return {"cold_start_s": first, **json.loads(last)}
+
+
+def quality(
+    encoders: dict[str, Encode], pairs: StsPairs, reference_name: str
+) -> dict[str, dict[str, float]]:
+    """STS-B Spearman x100 per variant, and min/mean cosine to the reference's vectors."""
+    sentences = pairs.sentences()
+    vectors = {}
+    out = {}
+    for name, encode in encoders.items():
+        vectors[name] = encode(sentences, 32)
+    ref = vectors[reference_name] / np.linalg.norm(vectors[reference_name], axis=1, keepdims=True)
+    for name, found in vectors.items():
+        unit = found / np.linalg.norm(found, axis=1, keepdims=True)
+        cosines = (unit * ref).sum(axis=1)
+        out[name] = {
+            "stsb_spearman_x100": stsb_spearman(pairs, found),
+            "min_cosine_to_pytorch": float(cosines.min()),
+            "mean_cosine_to_pytorch": float(cosines.mean()),
+        }
+    return out
+
+
+def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPairs, peak_gflops: float, log) -> dict[str, Any]:
+    """Every figure for one model, every variant side by side."""
+    log(f"[{case.name}] exporting for sentence-transformers' ONNX backend and for gist-onnx")
+    prepared = prepare(case.folder, work / case.name, preset)
+    config = json.loads((case.folder / "config.json").read_text())
+    manifest = json.loads((prepared.gist_dir / "manifest.json").read_text())
+    tokenizer_path = prepared.gist_dir / "tokenizer.json"
+    encoders = {spec.name: load(spec, prepared) for spec in SPECS}
+    texts = workload_texts(plan, stsb.sentences(), tokenizer_path)
+    variants: dict[str, dict[str, Any]] = {spec.name: {"stack": spec.stack, "precision": spec.precision, "note": spec.note, "throughput": []} for spec in SPECS}
+
+    for workload, workload_texts_ in texts.items():
+        lengths = token_lengths(workload_texts_, tokenizer_path, manifest["max_seq_length"])
+        flops = bert_flops(config, lengths)
+        for batch_size in plan.batch_sizes:
+            if batch_size > len(workload_texts_):
+                continue
+            log(f"[{case.name}] throughput: {workload} ({len(workload_texts_)} texts, mean {np.mean(lengths):.0f} tokens), batch {batch_size}")
+            seconds = throughput(encoders, workload_texts_, batch_size, plan.passes)
+            for name, value in seconds.items():
+                variants[name]["throughput"].append({
+                    "workload": workload, "batch_size": batch_size, "texts": len(workload_texts_),
+                    "mean_tokens": float(np.mean(lengths)), "seconds": value,
+                    "texts_per_s": len(workload_texts_) / value, "tokens_per_s": sum(lengths) / value,
+                    "gflops": flops / value / 1e9, "fraction_of_gemm_peak": flops / value / 1e9 / peak_gflops,
+                    "vs_pytorch": seconds[BASELINE] / value,
+                })  # fmt: skip
+
+    log(f"[{case.name}] single-text latency, {plan.latency_calls} calls each")
+    samples_source = texts["short"]
+    for name, encode in encoders.items():
+        variants[name]["latency_ms"] = latency_ms(lambda t, e=encode: e([t], 1), samples_source, plan.latency_calls)
+    base_p50 = variants[BASELINE]["latency_ms"]["p50"]
+    for name in variants:
+        variants[name]["latency_ms"]["p50_vs_pytorch"] = variants[name]["latency_ms"]["p50"] / base_p50
+
+    pairs = stsb if plan.quality_pairs is None else StsPairs(stsb.first[: plan.quality_pairs], stsb.second[: plan.quality_pairs], stsb.scores[: plan.quality_pairs])
+    log(f"[{case.name}] quality on {len(pairs.first)} STS-B pairs")
+    for name, figures in quality(encoders, pairs, BASELINE).items():
+        variants[name]["quality"] = figures
+    del encoders
+
+    log(f"[{case.name}] cold start and peak RSS, one fresh process per variant")
+    rss_texts = texts["medium"][: plan.rss_texts]
+    for spec in SPECS:
+        variants[spec.name].update(cold_start(spec.name, prepared, rss_texts, 32))
+    base = variants[BASELINE]
+    for name in variants:
+        variants[name]["cold_start_vs_pytorch"] = base["cold_start_s"] / variants[name]["cold_start_s"]
+        variants[name]["peak_rss_vs_pytorch"] = variants[name]["peak_rss_mib"] / base["peak_rss_mib"]
+    return {
+        "about": case.about,
+        "config": {k: config[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")},
+        "pooling": manifest["pooling"],
+        "max_seq_length": manifest["max_seq_length"],
+        "quality_pairs": len(pairs.first),
+        "variants": variants,
+    }
