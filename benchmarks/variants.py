@@ -30,9 +30,10 @@ SPECS = [
     VariantSpec("pytorch-fp32", "pytorch", "fp32", "sentence-transformers on torch (the model card's way)"),
     VariantSpec("st-onnx-fp32", "st-onnx", "fp32", "sentence-transformers backend='onnx'"),
     VariantSpec("st-onnx-int8", "st-onnx", "int8", "sentence-transformers export_dynamic_quantized_onnx_model"),
-    VariantSpec("gist-onnx-fp32", "gist-onnx", "fp32", "gist-onnx, graph as exported (--optimize none)"),
-    VariantSpec("gist-onnx-fp32-O2", "gist-onnx", "fp32", "gist-onnx, fused graph (--optimize O2, the default)"),
-    VariantSpec("gist-onnx-int8", "gist-onnx", "int8", "gist-onnx --quantize int8 (on the O2 graph)"),
+    VariantSpec("gist-onnx-fp32", "gist-onnx", "fp32", "gist-onnx default export (ONNX Runtime fuses at session start)"),
+    VariantSpec("gist-onnx-fp32-O2", "gist-onnx", "fp32", "gist-onnx --optimize O2 (transformer fusions applied at export)"),
+    VariantSpec("gist-onnx-int8", "gist-onnx", "int8", "gist-onnx --quantize int8 (Q/K/V projections kept fp32)"),
+    VariantSpec("gist-onnx-int8-qkv", "gist-onnx", "int8", "gist-onnx --quantize int8 --quantize-qkv (every weight GEMM int8)"),
 ]
 BASELINE = "pytorch-fp32"
 
@@ -44,8 +45,9 @@ class Prepared:
     model_dir: Path  # the sentence-transformers folder (PyTorch weights)
     st_onnx_dir: Path  # its copy with sentence-transformers' ONNX exports under onnx/
     st_int8_file: str  # that int8 graph, relative to st_onnx_dir
-    gist_plain_dir: Path  # gist-onnx export, --optimize none
-    gist_dir: Path  # gist-onnx export, --optimize O2 --quantize int8
+    gist_dir: Path  # gist-onnx's default export, with --quantize int8
+    gist_o2_dir: Path  # --optimize O2
+    gist_qkv_dir: Path  # --quantize int8 --quantize-qkv
 
 
 def prepare(model_dir: Path, work: Path, quantize_preset: str) -> Prepared:
@@ -61,12 +63,17 @@ def prepare(model_dir: Path, work: Path, quantize_preset: str) -> Prepared:
         model.save(str(st_dir))
         export_dynamic_quantized_onnx_model(model, quantize_preset, str(st_dir))
     (int8_file,) = sorted(p.relative_to(st_dir).as_posix() for p in (st_dir / "onnx").glob("model_qint8_*.onnx"))
-    plain, optimized = work / "gist-onnx-plain", work / "gist-onnx"
-    if not (plain / "manifest.json").is_file():
-        export_model(str(model_dir), plain, optimization="none", force=True)
-    if not (optimized / "manifest.json").is_file():
-        export_model(str(model_dir), optimized, quantize="int8", quantize_preset=quantize_preset, force=True)
-    return Prepared(model_dir, st_dir, int8_file, plain, optimized)
+    exports = {
+        "gist-onnx": {"quantize": "int8"},
+        "gist-onnx-O2": {"optimization": "O2"},
+        # Every GEMM in int8 misses the default 0.98 probe threshold on MiniLM (0.970): the
+        # benchmark measures it anyway, with the override recorded in its manifest.
+        "gist-onnx-qkv": {"quantize": "int8", "quantize_qkv": True, "min_cosine": {"int8": 0.95}},
+    }
+    for name, options in exports.items():
+        if not (work / name / "manifest.json").is_file():
+            export_model(str(model_dir), work / name, quantize_preset=quantize_preset, force=True, **options)
+    return Prepared(model_dir, st_dir, int8_file, work / "gist-onnx", work / "gist-onnx-O2", work / "gist-onnx-qkv")
 
 
 def load(spec: VariantSpec, prepared: Prepared) -> Encode:
@@ -74,7 +81,9 @@ def load(spec: VariantSpec, prepared: Prepared) -> Encode:
     if spec.stack == "gist-onnx":
         from gist_onnx import Embedder
 
-        folder = prepared.gist_plain_dir if spec.name == "gist-onnx-fp32" else prepared.gist_dir
+        folder = {"gist-onnx-fp32-O2": prepared.gist_o2_dir, "gist-onnx-int8-qkv": prepared.gist_qkv_dir}.get(
+            spec.name, prepared.gist_dir
+        )
         embedder = Embedder(folder, provider="cpu", precision=spec.precision)
         return lambda texts, batch_size: embedder.encode(texts, batch_size=batch_size)
 

@@ -35,7 +35,10 @@ def test_manifest_describes_the_folder(tiny_export: Path, tiny_model: Path) -> N
     for record in manifest.files():
         path = tiny_export / record.file
         assert (record.size, record.sha256) == (path.stat().st_size, sha256_of(path))
-    assert manifest.graphs["int8"].quantization["per_channel"] is True
+    quantization = manifest.graphs["int8"].quantization
+    assert quantization["per_channel"] is True and quantization["qkv"] is False
+    assert quantization["quantized_gemms"] == 2 * 3  # two layers: attention output, FFN up and down
+    assert manifest.graphs["fp32"].optimization == "none"
     results = manifest.verification["results"]
     assert results["fp32"]["min_cosine"] >= 0.99999 and results["int8"]["min_cosine"] >= 0.98
     assert manifest.verification["thresholds_overridden"] == {}
@@ -63,11 +66,18 @@ def test_parity_with_sentence_transformers(
     assert agreement(reference, found).min_cosine >= threshold
 
 
-@pytest.mark.parametrize("optimization", ["none", "O1", "O3"])
+@pytest.mark.parametrize("optimization", ["O1", "O2", "O3"])
 def test_each_optimization_level_verifies(tmp_path: Path, tiny_model: Path, optimization: str) -> None:
     out = tmp_path / "onnx"
     assert cli(["export", str(tiny_model), "-o", str(out), "--optimize", optimization]) == 0
     assert read_manifest(out).graphs["fp32"].optimization == optimization
+
+
+def test_quantize_qkv_quantizes_every_weight_gemm(tmp_path: Path, tiny_model: Path) -> None:
+    out = tmp_path / "onnx"
+    assert cli(["export", str(tiny_model), "-o", str(out), "--quantize", "int8", "--quantize-qkv"]) == 0
+    quantization = read_manifest(out).graphs["int8"].quantization
+    assert quantization["qkv"] is True and quantization["quantized_gemms"] == 2 * 6
 
 
 def test_v5_layout_with_mean_pooling_exports_and_matches(tmp_path: Path, minilm_dir: Path) -> None:
@@ -135,3 +145,30 @@ def test_a_folder_that_is_not_a_sentence_transformer_is_refused(tmp_path: Path, 
     assert cli(["export", str(tmp_path / "model"), "-o", str(tmp_path / "onnx")]) == 1
     assert "modules.json is missing" in capsys.readouterr().err
     assert not (tmp_path / "onnx").exists()
+
+
+def test_killed_export_leaves_the_old_folder_intact_and_nothing_loadable(tmp_path: Path, tiny_export: Path, tiny_model: Path) -> None:
+    import shutil
+    import signal
+    import time
+
+    from gist_onnx import ModelFolderError
+
+    out = Path(shutil.copytree(tiny_export, tmp_path / "onnx"))
+    before = Embedder(out).encode(TEXTS)
+    process = subprocess.Popen([sys.executable, "-m", "gist_onnx", "export", str(tiny_model), "-o", str(out), "--force", "--quantize", "int8"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    partial: list[Path] = []
+    while time.monotonic() < deadline and process.poll() is None:
+        partial = [p for p in tmp_path.glob(".onnx.partial-*") if (p / "model.onnx").exists()]
+        if partial:
+            break
+        time.sleep(0.01)
+    assert partial, "the export finished or failed before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    np.testing.assert_array_equal(Embedder(out).encode(TEXTS), before)
+    for leftover in tmp_path.glob(".onnx.*"):
+        with pytest.raises(ModelFolderError, match="never finished"):
+            Embedder(leftover)

@@ -1,0 +1,63 @@
+"""`python -m benchmarks --quick` runs end to end and writes a complete, well-formed report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.variants import BASELINE, SPECS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], check=True, timeout=900)
+    return json.loads((out / "report.json").read_text()), out
+
+
+def test_report_names_the_machine_and_versions(report: tuple[dict, Path]) -> None:
+    data, _ = report
+    assert data["machine"]["cpu"] and data["machine"]["logical_cores"] >= 1
+    assert {"onnxruntime", "torch", "sentence-transformers", "gist-onnx"} <= set(data["versions"])
+    assert data["gemm_peak"]["peak_gflops"] > 0
+    runtime, torch_stack = data["footprint"].values()
+    assert "onnxruntime" in runtime["packages"] and "torch" not in runtime["packages"]
+    assert "torch" in torch_stack["packages"] and torch_stack["mib"] > runtime["mib"]
+
+
+def test_every_variant_has_every_figure(report: tuple[dict, Path]) -> None:
+    data, _ = report
+    assert set(data["models"]) == {"gist-random", "minilm"}
+    for model in data["models"].values():
+        assert set(model["variants"]) == {spec.name for spec in SPECS}
+        for name, variant in model["variants"].items():
+            workloads = {row["workload"] for row in variant["throughput"]}
+            assert workloads == {"short", "medium", "long"}, name
+            for row in variant["throughput"]:
+                assert row["texts_per_s"] > 0 and row["tokens_per_s"] > row["texts_per_s"]
+                assert 0 < row["fraction_of_gemm_peak"] < 2 and row["vs_pytorch"] > 0
+            latency = variant["latency_ms"]
+            assert latency["calls"] >= 200 and 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
+            assert variant["cold_start_s"] > 0 and variant["peak_rss_mib"] > 0
+            quality = variant["quality"]
+            assert -100 <= quality["stsb_spearman_x100"] <= 100
+            assert 0 < quality["min_cosine_to_pytorch"] <= quality["mean_cosine_to_pytorch"] <= 1.0001
+        baseline = model["variants"][BASELINE]
+        assert all(row["vs_pytorch"] == pytest.approx(1.0) for row in baseline["throughput"])
+
+
+def test_markdown_and_charts_are_written(report: tuple[dict, Path]) -> None:
+    data, out = report
+    markdown = (out / "report.md").read_text()
+    for name in data["models"]:
+        assert f"## {name}" in markdown
+        for spec in SPECS:
+            assert f"| {spec.name} |" in markdown
+        for chart in (f"throughput-{name}.png", f"latency-{name}.png"):
+            assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
