@@ -28,6 +28,9 @@ _GRAPH_LOAD_ERRORS = (
 # Texts are sorted by length within a chunk of this many, so batches pad little; a chunk is
 # also the unit of streaming, which bounds memory for iterators of any length.
 DEFAULT_CHUNK_SIZE = 8192
+# Cap on padded tokens per session run: past it, activations spill out of the CPU caches and
+# throughput falls: GIST fp32, short texts at batch 128, 30 → 64 texts/s with this cap.
+DEFAULT_MAX_BATCH_TOKENS: int | None = 512
 
 
 def _choose_precision(precision: str, manifest: Manifest, on_cuda: bool) -> str:
@@ -68,6 +71,8 @@ class Embedder:
             checked) for cold-start-critical services.
         io_binding: run through ONNX Runtime's I/O binding, inputs copied to the session's device
             explicitly and the output allocated there; None turns it on for CUDA only.
+        max_batch_tokens: cap on the padded tokens of one session run; batches of long texts are
+            split below ``batch_size`` to keep activations in the CPU caches.
     """
 
     def __init__(
@@ -78,8 +83,10 @@ class Embedder:
         threads: int | None = None,
         verify_checksums: bool = True,
         io_binding: bool | None = None,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     ) -> None:
         self.model_dir = Path(model_dir)
+        self.max_batch_tokens = max_batch_tokens
         self.manifest = read_manifest(self.model_dir)
         wants_cuda = providers_for(provider, ort.get_available_providers())[0] == CUDA
         self.precision = _choose_precision(precision, self.manifest, wants_cuda)
@@ -184,8 +191,7 @@ class Embedder:
         # Longest first: batches of similar length pad little, and the largest batch comes first.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for rows in self._batches(order, [len(e.ids) for e in encodings], batch_size):
             feeds = self._tokenizer.pad([encodings[i] for i in rows], self._input_names)
             hidden = self._run(feeds)
             if hidden.shape[-1] != self.dim:
@@ -193,6 +199,17 @@ class Embedder:
             pooled = pool(hidden, feeds["attention_mask"], self.manifest.pooling)
             out[rows] = normalize(pooled) if should_normalize else pooled
         return out
+
+    def _batches(self, order: list[int], lengths: list[int], batch_size: int) -> Iterator[list[int]]:
+        """Cut the length-sorted order into batches of at most ``batch_size`` texts and, when
+        ``max_batch_tokens`` is set, at most that many padded tokens (always at least one text)."""
+        budget = self.max_batch_tokens
+        start = 0
+        while start < len(order):
+            width = lengths[order[start]]  # the longest of the batch: sorted longest first
+            size = batch_size if budget is None else max(1, min(batch_size, budget // width))
+            yield order[start : start + size]
+            start += size
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if not self._io_binding:

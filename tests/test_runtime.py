@@ -92,3 +92,14 @@ def test_provider_resolution() -> None:
 def test_cuda_on_a_cpu_only_build_names_the_available_providers(tiny_export: Path) -> None:
     with pytest.raises(ProviderError, match=r"offers only \['.*CPUExecutionProvider'\]"):
         Embedder(tiny_export, provider="cuda")
+
+
+def test_token_budget_splits_batches_without_changing_vectors(tiny_export: Path) -> None:
+    texts = ["word " * n for n in (300, 200, 100, 50, 10, 5, 1, 0)]
+    capped = Embedder(tiny_export, max_batch_tokens=256)
+    lengths = [len(e.ids) for e in capped._tokenizer.encode(texts)]
+    batches = list(capped._batches(list(range(len(texts))), lengths, batch_size=4))
+    assert [len(b) for b in batches] == [1, 1, 2, 4]  # 302 alone (over budget), 202, 102+52, the rest
+    assert all(len(b) * lengths[b[0]] <= 256 or len(b) == 1 for b in batches)
+    uncapped = Embedder(tiny_export, max_batch_tokens=None)
+    np.testing.assert_allclose(capped.encode(texts, batch_size=4), uncapped.encode(texts, batch_size=4), atol=1e-5)
