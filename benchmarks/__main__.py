@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 import tempfile
-from dataclasses import asdict
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 

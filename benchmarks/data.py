@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import csv
-from itertools import cycle
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import cycle
 from pathlib import Path
 
 import numpy as np

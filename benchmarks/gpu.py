@@ -18,8 +18,7 @@ import numpy as np
 
 from benchmarks.data import load_stsb
 from benchmarks.measure import latency_ms, median, timed
-from benchmarks.run import machine, token_lengths, versions, workload_texts
-from benchmarks.run import Plan, Workload
+from benchmarks.run import Plan, Workload, machine, token_lengths, versions, workload_texts
 
 BATCH_SIZES = (1, 32, 128)
 PLAN = Plan(
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 encode(model, items[: batch_size * 2], batch_size)
             for _ in range(PLAN.passes):
                 for name, model in variants.items():
-                    seconds[name].append(timed(lambda m=model: encode(m, items, batch_size)))
+                    seconds[name].append(timed(lambda m=model, t=items, b=batch_size: encode(m, t, b)))
             base = median(seconds["pytorch-fp32"])
             for name, values in seconds.items():
                 results[name]["throughput"].append({

@@ -14,15 +14,13 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.data import StsPairs, load_stsb, passages, stsb_spearman
-from benchmarks.footprint import installed_mib
-from benchmarks.measure import bert_flops, gemm_peak_gflops, latency_ms, median, timed
+from benchmarks.data import StsPairs, passages, stsb_spearman
+from benchmarks.measure import bert_flops, latency_ms, median, timed
 from benchmarks.variants import BASELINE, SPECS, Encode, Prepared, load, prepare
 
 
@@ -100,15 +98,9 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    names = ["gist-onnx", "onnxruntime", "torch", "sentence-transformers", "transformers", "optimum",
-             "optimum-onnx", "tokenizers", "numpy"]  # fmt: skip
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    from export.pipeline import TOOLS, tool_versions
+
+    return tool_versions([*TOOLS, "numpy"])
 
 
 def workload_texts(plan: Plan, sentences: list[str], tokenizer_path: Path) -> dict[str, list[str]]:

@@ -32,9 +32,10 @@ class ExportError(RuntimeError):
     """The export cannot start or did not produce a valid folder; nothing was written."""
 
 
-def _versions() -> dict[str, str]:
+def tool_versions(names: list[str] = TOOLS) -> dict[str, str]:
+    """Installed versions of the named distributions (those not installed are left out)."""
     versions = {}
-    for name in TOOLS:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -143,7 +144,7 @@ def export_model(
                     )
                     for name, extra in graphs.items()
                 },
-                tools=_versions(),
+                tools=tool_versions(),
                 verification=verification,
             )
 

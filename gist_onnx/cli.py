@@ -23,7 +23,7 @@ def _min_cosine(value: str) -> tuple[str, float]:
     try:
         return precision, float(number)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected PRECISION=VALUE such as fp32=0.9999, got {value!r}")
+        raise argparse.ArgumentTypeError(f"expected PRECISION=VALUE such as fp32=0.9999, got {value!r}") from None
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -54,10 +54,10 @@ def _run_export(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from export.pipeline import ExportError
     from export.source import ModelUnavailableError
     from export.st_config import SentenceConfigError
     from export.verify import VerificationError
-    from export.pipeline import ExportError
 
     try:
         manifest = export_model(
