@@ -35,6 +35,9 @@ def test_manifest_reads_minilm_as_mean_pooled(minilm_export: Path) -> None:
     embedder = Embedder(minilm_export)
     assert (embedder.manifest.pooling, embedder.manifest.normalize) == ("mean", True)
     assert (embedder.dim, embedder.max_seq_length) == (384, 256)
+    verification = embedder.manifest.verification
+    assert verification["thresholds_overridden"] == {"int8": 0.97}
+    assert verification["results"]["fp32"]["min_cosine"] >= 0.99999
 
 
 @pytest.mark.parametrize(
