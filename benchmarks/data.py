@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gist_onnx.pooling import normalize
+
 STSB_PATH = Path(__file__).resolve().parents[2] / "shared" / "data" / "stsb" / "stsb-train.tsv"
 
 
@@ -51,7 +53,7 @@ def stsb_spearman(pairs: StsPairs, vectors: np.ndarray) -> float:
     from scipy.stats import spearmanr
 
     index = {text: row for row, text in enumerate(pairs.sentences())}
-    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = normalize(vectors)
     a = unit[[index[t] for t in pairs.first]]
     b = unit[[index[t] for t in pairs.second]]
     return float(spearmanr((a * b).sum(axis=1), pairs.scores).statistic * 100)

@@ -183,19 +183,17 @@ def quality(
     encoders: dict[str, Encode], pairs: StsPairs, reference_name: str
 ) -> dict[str, dict[str, float]]:
     """STS-B Spearman x100 per variant, and min/mean cosine to the reference's vectors."""
+    from export.verify import agreement
+
     sentences = pairs.sentences()
-    vectors = {}
+    vectors = {name: encode(sentences, 32) for name, encode in encoders.items()}
     out = {}
-    for name, encode in encoders.items():
-        vectors[name] = encode(sentences, 32)
-    ref = vectors[reference_name] / np.linalg.norm(vectors[reference_name], axis=1, keepdims=True)
     for name, found in vectors.items():
-        unit = found / np.linalg.norm(found, axis=1, keepdims=True)
-        cosines = (unit * ref).sum(axis=1)
+        agreed = agreement(vectors[reference_name], found)
         out[name] = {
             "stsb_spearman_x100": stsb_spearman(pairs, found),
-            "min_cosine_to_pytorch": float(cosines.min()),
-            "mean_cosine_to_pytorch": float(cosines.mean()),
+            "min_cosine_to_pytorch": agreed.min_cosine,
+            "mean_cosine_to_pytorch": agreed.mean_cosine,
         }
     return out
 

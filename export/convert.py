@@ -9,9 +9,9 @@ from pathlib import Path
 OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
 QUANTIZE_PRESETS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
 # Which GEMMs become int8, measured on GIST's architecture (short texts, batch 32, 2 cores with
-# VNNI) and on all-MiniLM-L6-v2's probe set (min cosine to PyTorch):
-#   every weight GEMM (Q/K/V too):          ~3.5x the fp32 graph's speed, MiniLM min cosine 0.970
-#   all but the Q/K/V projections (default): ~1.8x,                        MiniLM min cosine 0.981
+# VNNI; the committed benchmark run) and on all-MiniLM-L6-v2's probe set (min cosine to PyTorch):
+#   every weight GEMM (Q/K/V too):          2.8x the fp32 graph's speed, MiniLM min cosine 0.970
+#   all but the Q/K/V projections (default): 2.0x,                        MiniLM min cosine 0.981
 # Activation-by-activation products (QKᵀ, attention × V) stay fp32 in both: dynamic quantization
 # of both operands costs quality for little time. The embedding Gather stays fp32 too.
 

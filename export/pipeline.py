@@ -84,7 +84,7 @@ def export_model(
 
     ``optimization`` applies to the fp32 graph (and the int8 graph made from it): "none" leaves
     the fusions to ONNX Runtime at session start, which measured fastest on CPUs. ``quantize_qkv``
-    also quantizes the Q/K/V projections: about twice the int8 speed, a little less accuracy.
+    also quantizes the Q/K/V projections: about 1.4x the int8 speed, a little less accuracy.
     ``min_cosine`` overrides verification thresholds per precision; overrides are recorded.
     Raises ExportError, ModelUnavailableError, SentenceConfigError or VerificationError, having
     written nothing at ``output``.

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gist_onnx.pooling import normalize
+
 # The one place the acceptance thresholds live: min cosine to PyTorch fp32 on the probe set.
 MIN_COSINE = {"fp32": 0.99999, "int8": 0.98, "fp16": 0.999}
 
@@ -42,9 +44,7 @@ class Agreement:
 
 def agreement(reference: np.ndarray, candidate: np.ndarray) -> Agreement:
     """Max abs difference and min/mean row cosine between two (n, dim) arrays."""
-    ref = reference / np.linalg.norm(reference, axis=1, keepdims=True).clip(1e-12)
-    cand = candidate / np.linalg.norm(candidate, axis=1, keepdims=True).clip(1e-12)
-    cosines = (ref * cand).sum(axis=1)
+    cosines = (normalize(reference) * normalize(candidate)).sum(axis=1)
     return Agreement(
         max_abs_diff=float(np.abs(reference - candidate).max()),
         min_cosine=float(cosines.min()),

@@ -39,7 +39,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
     p.add_argument("--optimize", default="none", choices=["none", "O1", "O2", "O3"], help="offline optimization of the fp32 graph (default: none: ONNX Runtime fuses at session start, which measured fastest on CPUs; O2: transformer fusions; O3: plus approximate GELU)")
     p.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized INT8 graph")
-    p.add_argument("--quantize-qkv", action="store_true", help="with --quantize: also quantize the Q/K/V projections (about twice the int8 speed, a little less accurate; may need --min-cosine int8=...)")
+    p.add_argument("--quantize-qkv", action="store_true", help="with --quantize: also quantize the Q/K/V projections (about 1.4x the int8 speed, a little less accurate; may need --min-cosine int8=...)")
     p.add_argument("--quantize-preset", default="auto", choices=["auto", "avx2", "avx512", "avx512_vnni", "arm64"], help="instruction-set preset for INT8 (default: this machine's)")
     p.add_argument("--fp16", action="store_true", help="also write a half-precision graph for GPUs")
     p.add_argument("--opset", type=int, help="ONNX opset (default: optimum's)")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from tokenizers import Encoding
 
 from gist_onnx.errors import ModelFolderError
 from gist_onnx.manifest import Manifest, check_file, read_manifest
@@ -155,7 +156,10 @@ class Embedder:
         total = len(sentences) if isinstance(sentences, Sequence) else None
         progress = Progress("embedding", total, enabled=show_progress_bar)
         chunks = []
-        for chunk in self.encode_iter(sentences, batch_size, normalize_embeddings):
+        already_checked = isinstance(sentences, Sequence)
+        for chunk in self._encode_chunks(
+            sentences, batch_size, normalize_embeddings, DEFAULT_CHUNK_SIZE, checked=already_checked
+        ):
             chunks.append(chunk)
             progress.update(len(chunk))
         progress.close()
@@ -174,20 +178,33 @@ class Embedder:
 
         Memory stays bounded by ``chunk_size`` texts, however long the stream.
         """
+        return self._encode_chunks(sentences, batch_size, normalize_embeddings, chunk_size, checked=False)
+
+    def _encode_chunks(
+        self,
+        sentences: Iterable[str],
+        batch_size: int,
+        normalize_embeddings: bool | None,
+        chunk_size: int,
+        checked: bool,
+    ) -> Iterator[np.ndarray]:
         if batch_size < 1 or chunk_size < 1:
             raise ValueError("batch_size and chunk_size must be at least 1")
         should_normalize = self.manifest.normalize if normalize_embeddings is None else normalize_embeddings
         iterator = iter(sentences)
         offset = 0
         while chunk := list(islice(iterator, chunk_size)):
-            _check_texts(chunk, offset)
+            if not checked:
+                _check_texts(chunk, offset)
             yield self._encode_chunk(chunk, batch_size, should_normalize)
             offset += len(chunk)
 
+    def _tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        # sentence-transformers lower-cases before tokenizing when the model says do_lower_case.
+        return self._tokenizer.encode([t.lower() for t in texts] if self.manifest.lowercase else texts)
+
     def _encode_chunk(self, texts: list[str], batch_size: int, should_normalize: bool) -> np.ndarray:
-        if self.manifest.lowercase:
-            texts = [text.lower() for text in texts]
-        encodings = self._tokenizer.encode(texts)
+        encodings = self._tokenize(texts)
         # Longest first: batches of similar length pad little, and the largest batch comes first.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
@@ -226,7 +243,7 @@ class Embedder:
     def truncated(self, texts: Sequence[str]) -> list[bool]:
         """For each text, whether it is longer than ``max_seq_length`` tokens and gets cut."""
         _check_texts(texts)
-        return [bool(e.overflowing) for e in self._tokenizer.encode(texts)]
+        return [bool(e.overflowing) for e in self._tokenize(texts)]
 
     @staticmethod
     def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
