@@ -17,7 +17,7 @@ def main() -> None:
     from benchmarks.variants import SPECS, Prepared, load
 
     spec = next(s for s in SPECS if s.name == job["variant"])
-    prepared = Prepared(**{k: (Path(v) if k.endswith("dir") else v) for k, v in job["prepared"].items()})
+    prepared = Prepared.from_json(job["prepared"])
     encode = load(spec, prepared)
     encode(["first embedding"], 1)
     print("first-embedding", flush=True)

@@ -83,3 +83,60 @@ def gemm_peak_gflops(repeats: int = 5) -> dict[str, float]:
         "peak_gflops": flops / min(numpy_best, ort_best) / 1e9,
         "shape": f"{m}x{k} @ {k}x{n} fp32",
     }
+
+
+def weight_pass_ms(hidden: int, weights: int, tokens: int, repeats: int = 20) -> dict[str, float]:
+    """Median milliseconds of one GEMM pass over ``weights`` parameters at ``tokens`` tokens.
+
+    A one-text call must read every weight of the encoder from memory once, so this pass is the
+    floor of single-text latency, before attention, LayerNorm and per-op overheads: in fp32
+    (ONNX Runtime's MatMul) and in int8 (its MatMulIntegerToFloat, what the int8 graphs run).
+    The weights are one (hidden × weights/hidden) matrix, all cores.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    columns = weights // hidden
+    rng = np.random.default_rng(0)
+
+    def session(node: Any, initializers: list[Any], x_type: int) -> Any:
+        graph = helper.make_graph(
+            [node], "weight-pass",
+            [helper.make_tensor_value_info("x", x_type, [tokens, hidden])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, columns])],
+            initializers,
+        )  # fmt: skip
+        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+        model = helper.make_model(graph, opset_imports=opsets)
+        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def median_ms(session: Any, x: np.ndarray) -> float:
+        for _ in range(3):
+            session.run(None, {"x": x})
+        return median([timed(lambda: session.run(None, {"x": x})) for _ in range(repeats)]) * 1e3
+
+    fp32 = session(
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+        [numpy_helper.from_array(rng.standard_normal((hidden, columns), dtype=np.float32), "w")],
+        TensorProto.FLOAT,
+    )
+    fp32_ms = median_ms(fp32, rng.standard_normal((tokens, hidden), dtype=np.float32))
+    del fp32  # 4 bytes a weight: free it before the int8 copy is built
+    int8 = session(
+        helper.make_node("MatMulIntegerToFloat", ["x", "w", "one", "w_scale", "zero"], ["y"], domain="com.microsoft"),
+        [
+            numpy_helper.from_array(rng.integers(-127, 128, (hidden, columns), dtype=np.int8), "w"),
+            numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+            numpy_helper.from_array(np.ones(columns, np.float32), "w_scale"),
+            numpy_helper.from_array(np.array(128, np.uint8), "zero"),
+        ],
+        TensorProto.UINT8,
+    )
+    int8_ms = median_ms(int8, rng.integers(0, 256, (tokens, hidden), dtype=np.uint8))
+    return {"fp32_ms": fp32_ms, "int8_ms": int8_ms, "tokens": tokens, "weights": columns * hidden}
+
+
+def weight_gemm_params(config: dict[str, Any]) -> int:
+    """Parameters in a BERT encoder's weight GEMMs: Q, K, V, output (4h²) and FFN (2hi) per layer."""
+    h, i = config["hidden_size"], config["intermediate_size"]
+    return config["num_hidden_layers"] * (4 * h * h + 2 * h * i)

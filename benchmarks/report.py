@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks.variants import BASELINE
+
 HEADLINE_BATCH = 32
 
 
@@ -21,6 +23,7 @@ def headline(model: dict[str, Any]) -> list[str]:
     workloads = list(dict.fromkeys(r["workload"] for r in next(iter(model["variants"].values()))["throughput"]))
     head = ["variant"] + [f"{w} b{HEADLINE_BATCH} texts/s" for w in workloads] + [
         "latency p50 / p95 / p99 ms", "cold start s", "peak RSS MiB", "STS-B x100", "min / mean cos to PyTorch",
+        "alone vs batch min cos",
     ]  # fmt: skip
     lines = [_row(head), _row(["---"] * len(head))]
     for name, v in model["variants"].items():
@@ -39,9 +42,24 @@ def headline(model: dict[str, Any]) -> list[str]:
             f"{v['peak_rss_mib']:.0f}",
             f"{q['stsb_spearman_x100']:.2f}",
             f"{q['min_cosine_to_pytorch']:.5f} / {q['mean_cosine_to_pytorch']:.5f}",
+            f"{v['batch_drift']['min_cosine']:.5f}",
         ]
         lines.append(_row(cells))
     return lines
+
+
+def floor_note(model: dict[str, Any]) -> list[str]:
+    """Single-text latency against its floor: one pass over the weights must come from memory."""
+    floor, variants = model["single_text_floor"], model["variants"]
+    pytorch = variants[BASELINE]["latency_ms"]["p50"]
+    return [
+        f"Single-text floor: one GEMM pass over the encoder's {floor['weights'] / 1e6:.1f}M weight-GEMM "
+        f"parameters at {floor['tokens']} tokens (the short texts' median) takes {floor['fp32_ms']:.2f} ms in fp32 "
+        f"and {floor['int8_ms']:.2f} ms in int8 here ({floor['fp32_ms'] / pytorch:.2f}x and "
+        f"{floor['int8_ms'] / pytorch:.2f}x PyTorch's p50 of {pytorch:.1f} ms), before attention, LayerNorm "
+        "and per-op overheads. Alone vs batch: each of the first "
+        f"{next(iter(variants.values()))['batch_drift']['texts']} short texts embedded alone and in batches of 32.",
+    ]
 
 
 def detail(model: dict[str, Any]) -> list[str]:
@@ -85,6 +103,8 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"{c['num_hidden_layers']} layers, hidden {c['hidden_size']}, {model['pooling']} pooling, "
             f"max {model['max_seq_length']} tokens; quality on {model['quality_pairs']} STS-B pairs.",
+            "",
+            *floor_note(model),
             "",
             *headline(model),
             "",

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data import StsPairs, passages, stsb_spearman
-from benchmarks.measure import bert_flops, latency_ms, median, timed
+from benchmarks.measure import bert_flops, latency_ms, median, timed, weight_gemm_params, weight_pass_ms
 from benchmarks.variants import BASELINE, SPECS, Encode, Prepared, load, prepare
 
 
@@ -42,6 +42,7 @@ class Plan:
     latency_calls: int
     quality_pairs: int | None  # None: all STS-B pairs
     rss_texts: int
+    drift_texts: int  # embedded alone and in batches, for batch independence
 
 
 # Sized for 25 minutes on a 2-core machine: a 512-token GIST text costs about 97 GFLOP, over half a
@@ -53,7 +54,7 @@ FULL = Plan(
         "medium": Workload(32, 126, (1, 8, 32)),
         "long": Workload(16, 510, (16,)),
     },
-    passes=3, latency_calls=200, quality_pairs=None, rss_texts=32,
+    passes=3, latency_calls=200, quality_pairs=None, rss_texts=32, drift_texts=128,
 )  # fmt: skip
 QUICK = Plan(
     {
@@ -61,7 +62,7 @@ QUICK = Plan(
         "medium": Workload(16, 126, (8,)),
         "long": Workload(8, 510, (8,)),
     },
-    passes=3, latency_calls=200, quality_pairs=300, rss_texts=16,
+    passes=3, latency_calls=200, quality_pairs=300, rss_texts=16, drift_texts=32,
 )  # fmt: skip
 # Quality on random weights means nothing: their figures are parity checks on a sample.
 RANDOM_WEIGHT_QUALITY_PAIRS = 256
@@ -154,7 +155,7 @@ def cold_start(spec_name: str, prepared: Prepared, texts: list[str], batch_size:
     """Start a fresh process for one variant: seconds to first embedding, then its peak RSS."""
     job = {
         "variant": spec_name,
-        "prepared": {k: str(v) for k, v in prepared.__dict__.items()},
+        "prepared": prepared.to_json(),
         "texts": texts,
         "batch_size": batch_size,
     }
@@ -177,6 +178,18 @@ def cold_start(spec_name: str, prepared: Prepared, texts: list[str], batch_size:
         raise RuntimeError(f"the cold-start process for {spec_name} failed (exit {process.returncode})")
     Path(handle.name).unlink()
     return {"cold_start_s": first, **json.loads(last)}
+
+
+def batch_drift(encoders: dict[str, Encode], texts: list[str]) -> dict[str, dict[str, float]]:
+    """Cosine between each text's vector alone and in batches of 32 (1.0: batch mates don't matter)."""
+    from export.verify import agreement
+
+    out = {}
+    for name, encode in encoders.items():
+        alone = np.concatenate([encode([text], 1) for text in texts])
+        found = agreement(alone, encode(texts, 32))
+        out[name] = {"min_cosine": found.min_cosine, "mean_cosine": found.mean_cosine, "texts": len(texts)}
+    return out
 
 
 def quality(
@@ -203,8 +216,8 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
     log(f"[{case.name}] exporting for sentence-transformers' ONNX backend and for gist-onnx")
     prepared = prepare(case.folder, work / case.name, preset)
     config = json.loads((case.folder / "config.json").read_text())
-    manifest = json.loads((prepared.gist_dir / "manifest.json").read_text())
-    tokenizer_path = prepared.gist_dir / "tokenizer.json"
+    manifest = json.loads((prepared.gist_dirs["gist-onnx"] / "manifest.json").read_text())
+    tokenizer_path = prepared.gist_dirs["gist-onnx"] / "tokenizer.json"
     encoders = {spec.name: load(spec, prepared) for spec in SPECS}
     texts = workload_texts(plan, stsb.sentences(), tokenizer_path)
     variants: dict[str, dict[str, Any]] = {spec.name: {"stack": spec.stack, "precision": spec.precision, "note": spec.note, "throughput": []} for spec in SPECS}
@@ -232,11 +245,19 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
     for name in variants:
         variants[name]["latency_ms"]["p50_vs_pytorch"] = variants[name]["latency_ms"]["p50"] / base_p50
 
+    log(f"[{case.name}] batch independence: {plan.drift_texts} texts alone and in batches of 32")
+    for name, figures in batch_drift(encoders, samples_source[: plan.drift_texts]).items():
+        variants[name]["batch_drift"] = figures
+
     pairs = stsb.head(plan.quality_pairs if case.real_weights else RANDOM_WEIGHT_QUALITY_PAIRS)
     log(f"[{case.name}] quality on {len(pairs.first)} STS-B pairs")
     for name, figures in quality(encoders, pairs, BASELINE).items():
         variants[name]["quality"] = figures
     del encoders
+
+    floor_tokens = int(np.median(token_lengths(samples_source, tokenizer_path, manifest["max_seq_length"])))
+    log(f"[{case.name}] single-text floor: one pass over the weight GEMMs at {floor_tokens} tokens")
+    floor = weight_pass_ms(config["hidden_size"], weight_gemm_params(config), floor_tokens)
 
     log(f"[{case.name}] cold start and peak RSS, one fresh process per variant")
     rss_texts = texts["medium"][: plan.rss_texts]
@@ -252,5 +273,6 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
         "pooling": manifest["pooling"],
         "max_seq_length": manifest["max_seq_length"],
         "quality_pairs": len(pairs.first),
+        "single_text_floor": floor,
         "variants": variants,
     }

@@ -10,6 +10,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,17 +25,26 @@ class VariantSpec:
     stack: str  # "pytorch", "st-onnx" or "gist-onnx"
     precision: str
     note: str
+    export: str | None = None  # gist-onnx: the name of its export in EXPORTS
 
 
+# gist-onnx exports by name: export_model's options for each.
+EXPORTS: dict[str, dict[str, Any]] = {
+    "gist-onnx": {"quantize": "int8"},
+    "gist-onnx-O2": {"optimization": "O2"},
+    "gist-onnx-qkv": {"quantize": "int8", "quantize_qkv": True},
+    "gist-onnx-per-tensor": {"quantize": "int8", "int8_scales": "per-tensor"},
+}
 SPECS = [
     VariantSpec("pytorch-fp32", "pytorch", "fp32", "sentence-transformers on torch (the model card's way)"),
     VariantSpec("st-onnx-fp32", "st-onnx", "fp32", "sentence-transformers backend='onnx'"),
     VariantSpec("st-onnx-int8", "st-onnx", "int8", "sentence-transformers export_dynamic_quantized_onnx_model"),
-    VariantSpec("gist-onnx-fp32", "gist-onnx", "fp32", "gist-onnx default export (ONNX Runtime fuses at session start)"),
-    VariantSpec("gist-onnx-fp32-O2", "gist-onnx", "fp32", "gist-onnx --optimize O2 (transformer fusions applied at export)"),
-    VariantSpec("gist-onnx-int8", "gist-onnx", "int8", "gist-onnx --quantize int8 (Q/K/V projections kept fp32)"),
-    VariantSpec("gist-onnx-int8-qkv", "gist-onnx", "int8", "gist-onnx --quantize int8 --quantize-qkv (every weight GEMM int8)"),
-]
+    VariantSpec("gist-onnx-fp32", "gist-onnx", "fp32", "gist-onnx default export (ONNX Runtime fuses at session start)", "gist-onnx"),
+    VariantSpec("gist-onnx-fp32-O2", "gist-onnx", "fp32", "gist-onnx --optimize O2 (transformer fusions applied at export)", "gist-onnx-O2"),
+    VariantSpec("gist-onnx-int8", "gist-onnx", "int8", "gist-onnx --quantize int8 (per-token scales; Q/K/V projections kept fp32)", "gist-onnx"),
+    VariantSpec("gist-onnx-int8-qkv", "gist-onnx", "int8", "gist-onnx --quantize int8 --quantize-qkv (every weight GEMM int8)", "gist-onnx-qkv"),
+    VariantSpec("gist-onnx-int8-per-tensor", "gist-onnx", "int8", "gist-onnx --quantize int8 --int8-scales per-tensor (ONNX Runtime's dynamic quantization)", "gist-onnx-per-tensor"),
+]  # fmt: skip
 BASELINE = "pytorch-fp32"
 
 
@@ -45,9 +55,21 @@ class Prepared:
     model_dir: Path  # the sentence-transformers folder (PyTorch weights)
     st_onnx_dir: Path  # its copy with sentence-transformers' ONNX exports under onnx/
     st_int8_file: str  # that int8 graph, relative to st_onnx_dir
-    gist_dir: Path  # gist-onnx's default export, with --quantize int8
-    gist_o2_dir: Path  # --optimize O2
-    gist_qkv_dir: Path  # --quantize int8 --quantize-qkv
+    gist_dirs: dict[str, Path]  # gist-onnx's exports, by their name in EXPORTS
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON, for a variant loaded in another process."""
+        return {
+            "model_dir": str(self.model_dir), "st_onnx_dir": str(self.st_onnx_dir),
+            "st_int8_file": self.st_int8_file, "gist_dirs": {k: str(v) for k, v in self.gist_dirs.items()},
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Prepared:
+        return cls(
+            Path(data["model_dir"]), Path(data["st_onnx_dir"]), data["st_int8_file"],
+            {k: Path(v) for k, v in data["gist_dirs"].items()},
+        )  # fmt: skip
 
 
 def prepare(model_dir: Path, work: Path, quantize_preset: str) -> Prepared:
@@ -63,17 +85,10 @@ def prepare(model_dir: Path, work: Path, quantize_preset: str) -> Prepared:
         model.save(str(st_dir))
         export_dynamic_quantized_onnx_model(model, quantize_preset, str(st_dir))
     (int8_file,) = sorted(p.relative_to(st_dir).as_posix() for p in (st_dir / "onnx").glob("model_qint8_*.onnx"))
-    exports = {
-        "gist-onnx": {"quantize": "int8"},
-        "gist-onnx-O2": {"optimization": "O2"},
-        # Every GEMM in int8 misses the default 0.98 probe threshold on MiniLM (0.970): the
-        # benchmark measures it anyway, with the override recorded in its manifest.
-        "gist-onnx-qkv": {"quantize": "int8", "quantize_qkv": True, "min_cosine": {"int8": 0.95}},
-    }
-    for name, options in exports.items():
+    for name, options in EXPORTS.items():
         if not (work / name / "manifest.json").is_file():
             export_model(str(model_dir), work / name, quantize_preset=quantize_preset, force=True, **options)
-    return Prepared(model_dir, st_dir, int8_file, work / "gist-onnx", work / "gist-onnx-O2", work / "gist-onnx-qkv")
+    return Prepared(model_dir, st_dir, int8_file, {name: work / name for name in EXPORTS})
 
 
 def load(spec: VariantSpec, prepared: Prepared) -> Encode:
@@ -81,10 +96,7 @@ def load(spec: VariantSpec, prepared: Prepared) -> Encode:
     if spec.stack == "gist-onnx":
         from gist_onnx import Embedder
 
-        folder = {"gist-onnx-fp32-O2": prepared.gist_o2_dir, "gist-onnx-int8-qkv": prepared.gist_qkv_dir}.get(
-            spec.name, prepared.gist_dir
-        )
-        embedder = Embedder(folder, provider="cpu", precision=spec.precision)
+        embedder = Embedder(prepared.gist_dirs[spec.export], provider="cpu", precision=spec.precision)
         return lambda texts, batch_size: embedder.encode(texts, batch_size=batch_size)
 
     from sentence_transformers import SentenceTransformer

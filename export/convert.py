@@ -8,12 +8,13 @@ from pathlib import Path
 
 OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
 QUANTIZE_PRESETS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
-# Which GEMMs become int8, measured on GIST's architecture (short texts, batch 32, 2 cores with
-# VNNI; the committed benchmark run) and on all-MiniLM-L6-v2's probe set (min cosine to PyTorch):
-#   every weight GEMM (Q/K/V too):          2.8x the fp32 graph's speed, MiniLM min cosine 0.970
-#   all but the Q/K/V projections (default): 2.0x,                        MiniLM min cosine 0.981
-# Activation-by-activation products (QKᵀ, attention × V) stay fp32 in both: dynamic quantization
-# of both operands costs quality for little time. The embedding Gather stays fp32 too.
+ACTIVATION_SCALES = ("per-token", "per-tensor")
+# Which GEMMs become int8 is a speed/accuracy choice (README, "Performance"): every weight GEMM
+# (--quantize-qkv) or all but the Q/K/V projections (default). Activation-by-activation products
+# (QKᵀ, attention × V) and the embedding Gather stay fp32.
+# Activation scales: per token (default; batch-independent vectors, closer to fp32) or ONNX
+# Runtime's dynamic per-tensor scale (one per batch). Static, calibrated scales were measured and
+# dropped: on all-MiniLM-L6-v2, min cosine to fp32 0.81 (MinMax calibration) against 0.99.
 
 
 def to_onnx(model_dir: Path, graph_path: Path, opset: int | None) -> Path:
@@ -77,6 +78,7 @@ class QuantizeSettings:
     per_channel: bool
     reduce_range: bool
     qkv: bool  # also quantize the Q/K/V projections (faster, a little less accurate)
+    activations: str  # "per-token" or "per-tensor" activation scales
 
 
 def detect_preset() -> str:
@@ -94,16 +96,18 @@ def detect_preset() -> str:
     return "avx512" if "avx512f" in flags else "avx2"
 
 
-def quantize_settings(preset: str, qkv: bool = False) -> QuantizeSettings:
+def quantize_settings(preset: str, qkv: bool = False, activations: str = "per-token") -> QuantizeSettings:
     """Settings for a preset: signed per-channel weights; 7-bit weights where u8×s8 saturates."""
     if preset not in QUANTIZE_PRESETS:
         raise ValueError(f"quantization preset must be one of {QUANTIZE_PRESETS}, got {preset!r}")
+    if activations not in ACTIVATION_SCALES:
+        raise ValueError(f"activation scales must be one of {ACTIVATION_SCALES}, got {activations!r}")
     if preset == "auto":
         preset = detect_preset()
     # Without VNNI, x86's u8×s8 multiply-add (vpmaddubsw) can saturate its int16 sums; 7-bit
     # weights (reduce_range) avoid that. VNNI and ARM accumulate in int32 and need no such care.
     reduce_range = preset in ("avx2", "avx512")
-    return QuantizeSettings(preset, "QInt8", True, reduce_range, qkv)
+    return QuantizeSettings(preset, "QInt8", True, reduce_range, qkv, activations)
 
 
 def weight_gemms(graph: Path, qkv: bool) -> list[str]:
@@ -124,11 +128,22 @@ def weight_gemms(graph: Path, qkv: bool) -> list[str]:
 
 
 def quantize_int8(graph_in: Path, graph_out: Path, settings: QuantizeSettings) -> dict[str, object]:
-    """Dynamic INT8 quantization: weights quantized now, activation scales at run time."""
+    """INT8 weight GEMMs: weights quantized now, activation scales at run time (per token or tensor)."""
+    nodes = weight_gemms(graph_in, settings.qkv)
+    if settings.activations == "per-token":
+        from export.per_token import quantize_per_token
+
+        quantize_per_token(graph_in, graph_out, nodes, weight_bits=7 if settings.reduce_range else 8)
+    else:
+        _quantize_per_tensor(graph_in, graph_out, nodes, settings)
+    return {"method": "dynamic", **asdict(settings), "quantized_gemms": len(nodes)}
+
+
+def _quantize_per_tensor(graph_in: Path, graph_out: Path, nodes: list[str], settings: QuantizeSettings) -> None:
+    """ONNX Runtime's dynamic quantization: one activation scale per tensor, set at run time."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    nodes = weight_gemms(graph_in, settings.qkv)
     quantize_dynamic(
         graph_in,
         graph_out,
@@ -141,7 +156,6 @@ def quantize_int8(graph_in: Path, graph_out: Path, settings: QuantizeSettings) -
         # every float tensor in these graphs is fp32.
         extra_options={"DefaultTensorType": TensorProto.FLOAT},
     )
-    return {"method": "dynamic", **asdict(settings), "quantized_gemms": len(nodes)}
 
 
 def to_fp16(graph_in: Path, graph_out: Path) -> None:

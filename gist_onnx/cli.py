@@ -38,8 +38,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=Path, help="folder to write")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
     p.add_argument("--optimize", default="none", choices=["none", "O1", "O2", "O3"], help="offline optimization of the fp32 graph (default: none: ONNX Runtime fuses at session start, which measured fastest on CPUs; O2: transformer fusions; O3: plus approximate GELU)")
-    p.add_argument("--quantize", choices=["int8"], help="also write a dynamically quantized INT8 graph")
-    p.add_argument("--quantize-qkv", action="store_true", help="with --quantize: also quantize the Q/K/V projections (about 1.4x the int8 speed, a little less accurate; may need --min-cosine int8=...)")
+    p.add_argument("--quantize", choices=["int8"], help="also write an INT8 graph (weights int8 now, activation scales at run time)")
+    p.add_argument("--quantize-qkv", action="store_true", help="with --quantize: also quantize the Q/K/V projections (faster, a little less accurate)")
+    p.add_argument("--int8-scales", default="per-token", choices=["per-token", "per-tensor"], help="with --quantize: activation scales per token (default: a text's vector does not depend on its batch mates) or one per batch tensor (ONNX Runtime's dynamic quantization)")
     p.add_argument("--quantize-preset", default="auto", choices=["auto", "avx2", "avx512", "avx512_vnni", "arm64"], help="instruction-set preset for INT8 (default: this machine's)")
     p.add_argument("--fp16", action="store_true", help="also write a half-precision graph for GPUs")
     p.add_argument("--opset", type=int, help="ONNX opset (default: optimum's)")
@@ -62,7 +63,8 @@ def _run_export(args: argparse.Namespace) -> int:
     try:
         manifest = export_model(
             args.model, args.output, revision=args.revision, optimization=args.optimize,
-            quantize=args.quantize, quantize_preset=args.quantize_preset, quantize_qkv=args.quantize_qkv, fp16=args.fp16,
+            quantize=args.quantize, quantize_preset=args.quantize_preset, quantize_qkv=args.quantize_qkv,
+            int8_scales=args.int8_scales, fp16=args.fp16,
             opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
         )  # fmt: skip
     except (ExportError, ModelUnavailableError, SentenceConfigError, VerificationError) as exc:
@@ -168,7 +170,9 @@ def _run_info(args: argparse.Namespace) -> int:
     for name, graph in manifest.graphs.items():
         result = manifest.verification.get("results", {}).get(name, {})
         check = f", min cosine to PyTorch {result['min_cosine']:.6f}" if result else ""
-        print(f"graph {name:5}  {graph.file} ({graph.size / 2**20:.1f} MiB, optimization {graph.optimization}{check})")
+        # Folders from before per-token scales existed were quantized per tensor.
+        scales = f", {graph.quantization.get('activations', 'per-tensor')} scales" if graph.quantization else ""
+        print(f"graph {name:5}  {graph.file} ({graph.size / 2**20:.1f} MiB, optimization {graph.optimization}{scales}{check})")
     print(f"session:      {embedder.precision} on {', '.join(embedder.providers)}")
     return 0
 

@@ -41,10 +41,7 @@ def tiny_export(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> P
 @pytest.fixture(scope="session")
 def minilm_export(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
     out = tmp_path_factory.mktemp("minilm-export") / "onnx"
-    # MiniLM's int8 probe min cosine (the empty string) sits at 0.980-0.981 on VNNI CPUs, right at
-    # the export's 0.98 gate, and 7-bit weights on AVX2-only CPUs can put it just below. The gate is
-    # lowered here, and recorded, so that CI on any x86 CPU judges int8 by the STS-B assertions.
-    assert cli(["export", str(minilm_dir), "-o", str(out), "--quantize", "int8", "--min-cosine", "int8=0.97"]) == 0
+    assert cli(["export", str(minilm_dir), "-o", str(out), "--quantize", "int8"]) == 0
     return out
 
 

@@ -48,6 +48,12 @@ def test_every_variant_has_every_figure(report: tuple[dict, Path]) -> None:
             quality = variant["quality"]
             assert -100 <= quality["stsb_spearman_x100"] <= 100
             assert 0 < quality["min_cosine_to_pytorch"] <= quality["mean_cosine_to_pytorch"] <= 1.0001
+            drift = variant["batch_drift"]
+            assert drift["texts"] > 0 and 0 < drift["min_cosine"] <= drift["mean_cosine"] <= 1.0001
+        floor = model["single_text_floor"]
+        assert floor["tokens"] > 0 and 0 < floor["int8_ms"] and 0 < floor["fp32_ms"]
+        # gist-onnx's int8 with per-token scales: batch mates change nothing.
+        assert model["variants"]["gist-onnx-int8"]["batch_drift"]["min_cosine"] >= 0.99999
         baseline = model["variants"][BASELINE]
         assert all(row["vs_pytorch"] == pytest.approx(1.0) for row in baseline["throughput"])
 
@@ -56,7 +62,7 @@ def test_markdown_and_charts_are_written(report: tuple[dict, Path]) -> None:
     data, out = report
     markdown = (out / "report.md").read_text()
     for name in data["models"]:
-        assert f"## {name}" in markdown
+        assert f"## {name}" in markdown and "Single-text floor:" in markdown
         for spec in SPECS:
             assert f"| {spec.name} |" in markdown
         for chart in (f"throughput-{name}.png", f"latency-{name}.png"):

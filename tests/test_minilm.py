@@ -36,13 +36,14 @@ def test_manifest_reads_minilm_as_mean_pooled(minilm_export: Path) -> None:
     assert (embedder.manifest.pooling, embedder.manifest.normalize) == ("mean", True)
     assert (embedder.dim, embedder.max_seq_length) == (384, 256)
     verification = embedder.manifest.verification
-    assert verification["thresholds_overridden"] == {"int8": 0.97}
+    assert verification["thresholds_overridden"] == {}
     assert verification["results"]["fp32"]["min_cosine"] >= 0.99999
 
 
 @pytest.mark.parametrize(
     ("precision", "min_cosine", "mean_cosine", "spearman_tolerance"),
-    [("fp32", 0.99999, 0.99999, 0.05), ("int8", 0.95, 0.99, 0.5)],
+    # int8 bounds hold with 7-bit weights too (AVX2 preset: min 0.986, mean 0.998, drop 0.05).
+    [("fp32", 0.99999, 0.99999, 0.05), ("int8", 0.98, 0.995, 0.3)],
 )
 def test_vectors_and_stsb_quality_against_pytorch(
     minilm_export: Path, stsb: StsPairs, reference: np.ndarray, torch_spearman: float,
@@ -56,3 +57,11 @@ def test_vectors_and_stsb_quality_against_pytorch(
     )
     assert found.min_cosine >= min_cosine and found.mean_cosine >= mean_cosine
     assert abs(spearman - torch_spearman) <= spearman_tolerance
+
+
+def test_int8_vectors_do_not_depend_on_batch_mates(minilm_export: Path, stsb: StsPairs) -> None:
+    # With one activation scale per batch tensor (--int8-scales per-tensor) this measured min 0.989.
+    texts = stsb.sentences()[:96]
+    int8 = Embedder(minilm_export, precision="int8")
+    alone = np.concatenate([int8.encode([text]) for text in texts])
+    assert agreement(alone, int8.encode(texts, batch_size=32)).min_cosine >= 0.99999

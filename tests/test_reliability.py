@@ -74,13 +74,14 @@ def test_a_million_texts_stream_lazily(embedder: Embedder) -> None:
     assert consumed <= 3000  # only what was asked for was read: memory is bounded by a chunk
 
 
-def test_int8_drift_with_batch_mates_is_small(tiny_export: Path) -> None:
-    # Dynamic quantization takes activation scales from the whole batch: a text's int8 vector
-    # moves a little with its batch mates. It must stay close to the text embedded alone.
+def test_int8_vectors_do_not_depend_on_batch_mates(tiny_export: Path) -> None:
+    # Per-token activation scales: a text's int8 vector is the same alone and in a padded batch
+    # with very different texts. (The tiny random model has no outlier activations, so one scale
+    # per tensor passes here too; test_minilm checks the real model, where it does not.)
     int8 = Embedder(tiny_export, precision="int8")
     texts = ["a short one", "word " * 400, "🚀 " * 50, "Another, medium-length sentence about nothing."]
     alone = np.stack([int8.encode(t) for t in texts])
-    assert _cosines(alone, int8.encode(texts, batch_size=4)).min() >= 0.999
+    assert _cosines(alone, int8.encode(texts, batch_size=4)).min() >= 0.99999
 
 
 def test_eight_threads_share_one_embedder(embedder: Embedder) -> None:

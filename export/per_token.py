@@ -1,0 +1,121 @@
+"""Per-token INT8: each token's activations get their own scale, computed in the graph at run time.
+
+ONNX Runtime's dynamic quantization takes one activation scale per tensor, so a text's vector
+depends on its batch mates and on padding (the batch's largest value sets everyone's step), and
+an outlier token coarsens every other token's grid. Here each weight GEMM ``x @ W`` becomes
+
+    s   = max|x| over the features of each token / 127          (batch, sequence, 1)
+    x_q = QuantizeLinear(x, s, 128)                               uint8, per token (axis 0 of a 2-D view)
+    y   = MatMulIntegerToFloat(x_q, W_q, 1, w_scale, 128) * s     int8 GEMM, per-column weight scales
+
+so a token's result depends on that token alone. uint8 activations with zero point 128 keep the
+u8×s8 kernels that every x86 CPU has; the weights are symmetric int8, per output column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+QMAX_ACTIVATION = 127  # symmetric around the zero point 128
+
+
+def quantize_per_token(graph_in: Path, graph_out: Path, gemms: list[str], weight_bits: int) -> None:
+    """Rewrite the named MatMuls (``x @ W``, W a 2-D initializer) as per-token INT8 GEMMs.
+
+    ``weight_bits`` is 8, or 7 where the CPU's u8×s8 multiply-add saturates its int16 sums
+    (x86 without VNNI).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(graph_in))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    wanted = set(gemms)
+    qmax_weight = 2 ** (weight_bits - 1) - 1
+    added: list[onnx.TensorProto] = []
+
+    def constant(name: str, value: np.ndarray) -> str:
+        added.append(numpy_helper.from_array(value, name))
+        return name
+
+    last_axis = constant("pt/last_axis", np.array([-1], np.int64))
+    eps = constant("pt/eps", np.array(1e-12, np.float32))
+    inv_qmax = constant("pt/inv_qmax", np.array(1 / QMAX_ACTIVATION, np.float32))
+    zero_point = constant("pt/zero_point", np.array(128, np.uint8))
+    one = constant("pt/one", np.array(1.0, np.float32))
+    # Every weight GEMM of an encoder acts on (batch, sequence, features): the token count and the
+    # per-token zero points are computed once from the input ids and shared by all of them.
+    ids = graph.input[0].name
+    prologue = [
+        helper.make_node("Shape", [ids], ["pt/batch_sequence"]),
+        helper.make_node("ReduceProd", ["pt/batch_sequence"], ["pt/tokens"], keepdims=1),
+        helper.make_node(
+            "ConstantOfShape", ["pt/tokens"], ["pt/zero_points"],
+            value=helper.make_tensor("zp", TensorProto.UINT8, [1], [128]),
+        ),
+    ]  # fmt: skip
+    shapes: dict[int, tuple[str, str]] = {}  # features → (2-D view shape, 3-D shape)
+    quantized: dict[str, tuple[str, str]] = {}  # activation → (x_q, per-token scale)
+    nodes = []
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
+        if node.name not in wanted or weight is None or len(weight.dims) != 2:
+            nodes.append(node)
+            continue
+        x = node.input[0]
+        w = numpy_helper.to_array(weight).astype(np.float32)
+        features, columns = w.shape
+        w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / qmax_weight
+        w_q = np.clip(np.round(w / w_scale), -qmax_weight, qmax_weight).astype(np.int8)
+        w_q_name = constant(f"{weight.name}/int8", w_q)
+        w_scale_name = constant(f"{weight.name}/scale", w_scale.astype(np.float32))
+
+        if features not in shapes:
+            view = constant(f"pt/view_{features}", np.array([-1, features], np.int64))
+            feature_dim = constant(f"pt/features_{features}", np.array([features], np.int64))
+            prologue.append(
+                helper.make_node("Concat", ["pt/batch_sequence", feature_dim], [f"pt/shape_{features}"], axis=0)
+            )
+            shapes[features] = (view, f"pt/shape_{features}")
+        if x not in quantized:
+            view, shape = shapes[features]
+            p = f"pt/{x}"
+            nodes += [
+                # max|x| per token without materializing |x|: max(max x, -min x)
+                helper.make_node("ReduceMax", [x, last_axis], [f"{p}/max"], keepdims=1),
+                helper.make_node("ReduceMin", [x, last_axis], [f"{p}/min"], keepdims=1),
+                helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
+                helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", eps], [f"{p}/absmax"]),
+                helper.make_node("Mul", [f"{p}/absmax", inv_qmax], [f"{p}/scale"]),
+                # QuantizeLinear takes a per-axis scale on one axis: quantize a (tokens, features) view
+                helper.make_node("Reshape", [f"{p}/scale", last_axis], [f"{p}/scale_1d"]),
+                helper.make_node("Reshape", [x, view], [f"{p}/x_2d"]),
+                helper.make_node(
+                    "QuantizeLinear", [f"{p}/x_2d", f"{p}/scale_1d", "pt/zero_points"], [f"{p}/q_2d"], axis=0
+                ),
+                helper.make_node("Reshape", [f"{p}/q_2d", shape], [f"{p}/q"]),
+            ]
+            quantized[x] = (f"{p}/q", f"{p}/scale")
+        x_q, x_scale = quantized[x]
+        out = node.output[0]
+        nodes += [
+            helper.make_node(
+                "MatMulIntegerToFloat", [x_q, w_q_name, one, w_scale_name, zero_point], [f"{out}/per_token"],
+                domain="com.microsoft", name=node.name,
+            ),
+            helper.make_node("Mul", [f"{out}/per_token", x_scale], [out]),
+        ]  # fmt: skip
+
+    used = {name for node in prologue + nodes for name in node.input}
+    kept = [init for init in graph.initializer if init.name in used]
+    del graph.node[:]
+    graph.node.extend(prologue + nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(kept + added)
+    if not any(op.domain == "com.microsoft" for op in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.checker.check_model(model, full_check=False)
+    onnx.save(model, str(graph_out))

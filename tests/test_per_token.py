@@ -1,0 +1,65 @@
+"""The per-token INT8 rewrite against the same arithmetic written out in numpy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from export.per_token import quantize_per_token
+
+
+def _one_gemm_graph(path: Path, weight: np.ndarray) -> None:
+    """input_ids (batch, sequence) and x (batch, sequence, features) → x @ weight."""
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="gemm")],
+        "one-gemm",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", weight.shape[0]]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", weight.shape[1]])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def _reference(x: np.ndarray, w: np.ndarray, weight_bits: int) -> np.ndarray:
+    qmax = 2 ** (weight_bits - 1) - 1
+    w_scale = np.abs(w).max(axis=0) / qmax
+    w_q = np.round(w / w_scale)
+    x_scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-12) / 127
+    x_q = np.round(x / x_scale)  # what the graph holds as uint8 x_q + 128
+    return (x_q @ w_q) * w_scale * x_scale
+
+
+@pytest.mark.parametrize("weight_bits", [8, 7])
+def test_each_token_is_quantized_on_its_own_scale(tmp_path: Path, weight_bits: int) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(48, 24)).astype(np.float32)
+    x = rng.normal(size=(3, 5, 48)).astype(np.float32)
+    x[0, 1] *= 1000  # an outlier token must not coarsen its neighbours
+    x[2, 4] = 0  # an all-zero token (padding can be) gives zeros, not NaN
+    _one_gemm_graph(tmp_path / "fp32.onnx", w)
+    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", ["gemm"], weight_bits)
+
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    (found,) = session.run(None, {"input_ids": np.zeros((3, 5), np.int64), "x": x})
+    expected = _reference(x.astype(np.float64), w.astype(np.float64), weight_bits)
+    np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    assert not np.isnan(found).any() and not found[2, 4].any()
+    # Per token: row [0, 0] is as close to fp32 as any other row despite its neighbour's outlier.
+    error = np.abs(found - x @ w).max(axis=-1) / np.abs(x @ w).max(axis=-1).clip(1e-6)
+    assert error[0, 0] < 0.05
+
+
+def test_gemms_not_named_stay_fp32(tmp_path: Path) -> None:
+    w = np.eye(8, dtype=np.float32)
+    _one_gemm_graph(tmp_path / "fp32.onnx", w)
+    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", [], 8)
+    ops = [node.op_type for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
+    assert "MatMul" in ops and "MatMulIntegerToFloat" not in ops
