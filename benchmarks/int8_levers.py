@@ -1,13 +1,18 @@
 """`python -m benchmarks.int8_levers`: the INT8 designs weighed for gist-onnx, side by side.
 
-Each makes the same weight GEMMs int8 (all but Q/K/V, per-channel int8 weights) in the same fp32
-export, and differs in where the activation scales come from:
+Each is made from the same fp32 export with per-channel int8 weights, and differs in where the
+activation scales come from and in which weight GEMMs become int8:
 
-- per-token: one scale per token, computed in the graph (gist-onnx's default, export/per_token.py)
-- per-tensor: one scale per batch tensor, ONNX Runtime's dynamic quantization (``--int8-scales per-tensor``)
-- static: fixed scales calibrated once (QDQ, MinMax) on STS-B sentences kept out of the evaluation
+- per-token-smoothed: one scale per token computed in the graph, SmoothQuant smoothing, every
+  weight GEMM int8 (gist-onnx's default, export/per_token.py)
+- per-token: the same without smoothing
+- per-token-qkv-fp32: the same with the Q/K/V projections kept fp32
+- per-tensor: one scale per batch tensor, ONNX Runtime's dynamic quantization, Q/K/V fp32
+  (``--int8-scales per-tensor``)
+- static: fixed scales calibrated once (QDQ, MinMax) on STS-B sentences kept out of the
+  evaluation, Q/K/V fp32
 - nbits: ONNX Runtime's MatMulNBits, 8-bit weights in blocks of 32 with int8 compute on
-  activations quantized per block of each token (accuracy_level 4)
+  activations quantized per block of each token (accuracy_level 4), Q/K/V fp32
 
 Measured: quality on the real all-MiniLM-L6-v2 (cosine to PyTorch over the STS-B sentences, STS-B
 Spearman), batch independence (each text alone vs in batches of 32), and speed on GIST's
@@ -31,7 +36,7 @@ import numpy as np
 from benchmarks.data import StsPairs, load_stsb, stsb_spearman
 from benchmarks.measure import latency_ms, median, timed
 
-DESIGNS = ("per-token", "per-tensor", "static", "nbits")
+DESIGNS = ("per-token-smoothed", "per-token", "per-token-qkv-fp32", "per-tensor", "static", "nbits")
 EVAL_PAIRS = 3000  # quality is measured on these pairs; calibration uses sentences after them
 CALIBRATION_PAIRS = 300
 
@@ -42,6 +47,7 @@ def _log(message: str) -> None:
 
 def build(design: str, export_dir: Path, dest: Path, calibration: list[str]) -> Path:
     """A copy of ``export_dir`` whose int8 graph is made the ``design``'s way."""
+    from export.calibration import calibration_batches
     from export.convert import quantize_int8, quantize_settings, weight_gemms
     from gist_onnx.manifest import MANIFEST_NAME, file_record, read_manifest
 
@@ -50,13 +56,21 @@ def build(design: str, export_dir: Path, dest: Path, calibration: list[str]) -> 
     shutil.copytree(export_dir, dest, ignore=shutil.ignore_patterns("model_int8.onnx"))
     fp32, int8 = dest / "model.onnx", dest / "model_int8.onnx"
     gemms = weight_gemms(fp32, qkv=False)
-    if design in ("per-token", "per-tensor"):
-        quantize_int8(fp32, int8, quantize_settings("auto", qkv=False, activations=design))
+    manifest = read_manifest(dest)
+    batches = calibration_batches(dest / "tokenizer.json", manifest.max_seq_length, manifest.inputs)
+    per_token = quantize_settings("auto", "per-token")
+    variants = {
+        "per-token-smoothed": per_token,
+        "per-token": replace(per_token, smoothing=None),
+        "per-token-qkv-fp32": replace(per_token, smoothing=None, qkv=False),
+        "per-tensor": quantize_settings("auto", "per-tensor"),
+    }
+    if design in variants:
+        quantize_int8(fp32, int8, variants[design], batches)
     elif design == "static":
         _static(fp32, int8, gemms, dest, calibration)
     else:
         _nbits(fp32, int8, gemms)
-    manifest = read_manifest(dest)
     record = file_record(int8)
     graph = replace(manifest.graphs["int8"], size=record.size, sha256=record.sha256, quantization={"design": design})
     manifest = replace(manifest, graphs={**manifest.graphs, "int8": graph})

@@ -32,7 +32,6 @@ class VariantSpec:
 EXPORTS: dict[str, dict[str, Any]] = {
     "gist-onnx": {"quantize": "int8"},
     "gist-onnx-O2": {"optimization": "O2"},
-    "gist-onnx-qkv": {"quantize": "int8", "quantize_qkv": True},
     "gist-onnx-per-tensor": {"quantize": "int8", "int8_scales": "per-tensor"},
 }
 SPECS = [
@@ -41,9 +40,8 @@ SPECS = [
     VariantSpec("st-onnx-int8", "st-onnx", "int8", "sentence-transformers export_dynamic_quantized_onnx_model"),
     VariantSpec("gist-onnx-fp32", "gist-onnx", "fp32", "gist-onnx default export (ONNX Runtime fuses at session start)", "gist-onnx"),
     VariantSpec("gist-onnx-fp32-O2", "gist-onnx", "fp32", "gist-onnx --optimize O2 (transformer fusions applied at export)", "gist-onnx-O2"),
-    VariantSpec("gist-onnx-int8", "gist-onnx", "int8", "gist-onnx --quantize int8 (per-token scales; Q/K/V projections kept fp32)", "gist-onnx"),
-    VariantSpec("gist-onnx-int8-qkv", "gist-onnx", "int8", "gist-onnx --quantize int8 --quantize-qkv (every weight GEMM int8)", "gist-onnx-qkv"),
-    VariantSpec("gist-onnx-int8-per-tensor", "gist-onnx", "int8", "gist-onnx --quantize int8 --int8-scales per-tensor (ONNX Runtime's dynamic quantization)", "gist-onnx-per-tensor"),
+    VariantSpec("gist-onnx-int8", "gist-onnx", "int8", "gist-onnx --quantize int8 (per-token scales, smoothed, every weight GEMM int8)", "gist-onnx"),
+    VariantSpec("gist-onnx-int8-per-tensor", "gist-onnx", "int8", "gist-onnx --quantize int8 --int8-scales per-tensor (ONNX Runtime's dynamic quantization, Q/K/V fp32)", "gist-onnx-per-tensor"),
 ]  # fmt: skip
 BASELINE = "pytorch-fp32"
 

@@ -6,15 +6,20 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
+from export.per_token import SMOOTHING_ALPHA
+
 OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
 QUANTIZE_PRESETS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
 ACTIVATION_SCALES = ("per-token", "per-tensor")
-# Which GEMMs become int8 is a speed/accuracy choice (README, "Performance"): every weight GEMM
-# (--quantize-qkv) or all but the Q/K/V projections (default). Activation-by-activation products
-# (QKᵀ, attention × V) and the embedding Gather stay fp32.
-# Activation scales: per token (default; batch-independent vectors, closer to fp32) or ONNX
-# Runtime's dynamic per-tensor scale (one per batch). Static, calibrated scales were measured and
-# dropped: on all-MiniLM-L6-v2, min cosine to fp32 0.81 (MinMax calibration) against 0.99.
+# INT8 designs, measured side by side by `python -m benchmarks.int8_levers` (README, "Performance"):
+#   per-token (default): one activation scale per token computed in the graph, SmoothQuant
+#     smoothing, every weight GEMM int8. Batch-independent, the closest to fp32, the fastest.
+#   per-tensor: ONNX Runtime's dynamic quantization, one scale per batch tensor, with the Q/K/V
+#     projections kept fp32 (quantizing them too cost too much accuracy without smoothing).
+# Activation-by-activation products (QKᵀ, attention × V) and the embedding Gather stay fp32.
+# Static calibrated scales were measured and dropped: all-MiniLM-L6-v2 min cosine 0.84.
 
 
 def to_onnx(model_dir: Path, graph_path: Path, opset: int | None) -> Path:
@@ -77,8 +82,9 @@ class QuantizeSettings:
     weight_type: str
     per_channel: bool
     reduce_range: bool
-    qkv: bool  # also quantize the Q/K/V projections (faster, a little less accurate)
     activations: str  # "per-token" or "per-tensor" activation scales
+    qkv: bool  # the Q/K/V projections are int8 too
+    smoothing: float | None  # SmoothQuant's alpha, or None for no smoothing
 
 
 def detect_preset() -> str:
@@ -96,7 +102,7 @@ def detect_preset() -> str:
     return "avx512" if "avx512f" in flags else "avx2"
 
 
-def quantize_settings(preset: str, qkv: bool = False, activations: str = "per-token") -> QuantizeSettings:
+def quantize_settings(preset: str, activations: str = "per-token") -> QuantizeSettings:
     """Settings for a preset: signed per-channel weights; 7-bit weights where u8×s8 saturates."""
     if preset not in QUANTIZE_PRESETS:
         raise ValueError(f"quantization preset must be one of {QUANTIZE_PRESETS}, got {preset!r}")
@@ -107,7 +113,9 @@ def quantize_settings(preset: str, qkv: bool = False, activations: str = "per-to
     # Without VNNI, x86's u8×s8 multiply-add (vpmaddubsw) can saturate its int16 sums; 7-bit
     # weights (reduce_range) avoid that. VNNI and ARM accumulate in int32 and need no such care.
     reduce_range = preset in ("avx2", "avx512")
-    return QuantizeSettings(preset, "QInt8", True, reduce_range, qkv, activations)
+    per_token = activations == "per-token"
+    smoothing = SMOOTHING_ALPHA if per_token else None
+    return QuantizeSettings(preset, "QInt8", True, reduce_range, activations, per_token, smoothing)
 
 
 def weight_gemms(graph: Path, qkv: bool) -> list[str]:
@@ -127,13 +135,19 @@ def weight_gemms(graph: Path, qkv: bool) -> list[str]:
     return [n.name for n in nodes if qkv or readers[n.input[0]] < 3]
 
 
-def quantize_int8(graph_in: Path, graph_out: Path, settings: QuantizeSettings) -> dict[str, object]:
-    """INT8 weight GEMMs: weights quantized now, activation scales at run time (per token or tensor)."""
+def quantize_int8(
+    graph_in: Path, graph_out: Path, settings: QuantizeSettings, calibration: list[dict[str, np.ndarray]]
+) -> dict[str, object]:
+    """INT8 weight GEMMs: weights quantized now, activation scales at run time (per token or tensor).
+
+    ``calibration`` (padded input batches) sets the smoothing where the settings ask for it.
+    """
     nodes = weight_gemms(graph_in, settings.qkv)
     if settings.activations == "per-token":
-        from export.per_token import quantize_per_token
+        from export.per_token import channel_maxima, quantize_per_token
 
-        quantize_per_token(graph_in, graph_out, nodes, weight_bits=7 if settings.reduce_range else 8)
+        maxima = channel_maxima(graph_in, nodes, calibration) if settings.smoothing else None
+        quantize_per_token(graph_in, graph_out, nodes, 7 if settings.reduce_range else 8, maxima)
     else:
         _quantize_per_tensor(graph_in, graph_out, nodes, settings)
     return {"method": "dynamic", **asdict(settings), "quantized_gemms": len(nodes)}

@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+from export.calibration import CALIBRATION_TEXTS, calibration_batches
 from export.convert import optimize, quantize_int8, quantize_settings, to_fp16, to_onnx
 from export.source import resolve_source
 from export.st_config import read_sentence_config
@@ -74,7 +75,6 @@ def export_model(
     optimization: str = "none",
     quantize: str | None = None,
     quantize_preset: str = "auto",
-    quantize_qkv: bool = False,
     int8_scales: str = "per-token",
     fp16: bool = False,
     opset: int | None = None,
@@ -84,9 +84,9 @@ def export_model(
     """Export, optimize, quantize and verify a model into ``output``; return its manifest.
 
     ``optimization`` applies to the fp32 graph (and the int8 graph made from it): "none" leaves
-    the fusions to ONNX Runtime at session start, which measured fastest on CPUs. ``quantize_qkv``
-    also quantizes the Q/K/V projections: faster, a little less accurate. ``int8_scales`` is
-    "per-token" (a text's int8 vector does not depend on its batch mates) or "per-tensor".
+    the fusions to ONNX Runtime at session start, which measured fastest on CPUs. ``int8_scales``
+    is "per-token" (smoothed, every weight GEMM int8; a text's int8 vector does not depend on its
+    batch mates) or "per-tensor" (ONNX Runtime's dynamic quantization, Q/K/V kept fp32).
     ``min_cosine`` overrides verification thresholds per precision; overrides are recorded.
     Raises ExportError, ModelUnavailableError, SentenceConfigError or VerificationError, having
     written nothing at ``output``.
@@ -94,7 +94,7 @@ def export_model(
     if quantize not in (None, "int8"):
         raise ExportError(f"--quantize takes int8, got {quantize!r}")
     try:
-        settings = quantize_settings(quantize_preset, quantize_qkv, int8_scales) if quantize else None
+        settings = quantize_settings(quantize_preset, int8_scales) if quantize else None
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
     output = Path(output).expanduser().resolve()
@@ -120,7 +120,9 @@ def export_model(
         optimize(raw_graph, fp32, optimization, heads, hidden)
         graphs = {"fp32": {"optimization": optimization}}
         if settings:
-            quantization = quantize_int8(fp32, work / GRAPH_FILES["int8"], settings)
+            batches = calibration_batches(work / "tokenizer.json", config.max_seq_length, _graph_inputs(fp32))
+            quantization = quantize_int8(fp32, work / GRAPH_FILES["int8"], settings, batches)
+            quantization["calibration_texts"] = len(CALIBRATION_TEXTS)
             graphs["int8"] = {"optimization": optimization, "quantization": quantization}
         if fp16:
             # fp16 is for GPUs, where the fused Attention and LayerNorm kernels are the fast path.

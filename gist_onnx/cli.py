@@ -39,8 +39,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
     p.add_argument("--optimize", default="none", choices=["none", "O1", "O2", "O3"], help="offline optimization of the fp32 graph (default: none: ONNX Runtime fuses at session start, which measured fastest on CPUs; O2: transformer fusions; O3: plus approximate GELU)")
     p.add_argument("--quantize", choices=["int8"], help="also write an INT8 graph (weights int8 now, activation scales at run time)")
-    p.add_argument("--quantize-qkv", action="store_true", help="with --quantize: also quantize the Q/K/V projections (faster, a little less accurate)")
-    p.add_argument("--int8-scales", default="per-token", choices=["per-token", "per-tensor"], help="with --quantize: activation scales per token (default: a text's vector does not depend on its batch mates) or one per batch tensor (ONNX Runtime's dynamic quantization)")
+    p.add_argument("--int8-scales", default="per-token", choices=["per-token", "per-tensor"], help="with --quantize: activation scales per token (default: smoothed, every weight GEMM int8, a text's vector does not depend on its batch mates) or one per batch tensor (ONNX Runtime's dynamic quantization, Q/K/V kept fp32)")
     p.add_argument("--quantize-preset", default="auto", choices=["auto", "avx2", "avx512", "avx512_vnni", "arm64"], help="instruction-set preset for INT8 (default: this machine's)")
     p.add_argument("--fp16", action="store_true", help="also write a half-precision graph for GPUs")
     p.add_argument("--opset", type=int, help="ONNX opset (default: optimum's)")
@@ -63,7 +62,7 @@ def _run_export(args: argparse.Namespace) -> int:
     try:
         manifest = export_model(
             args.model, args.output, revision=args.revision, optimization=args.optimize,
-            quantize=args.quantize, quantize_preset=args.quantize_preset, quantize_qkv=args.quantize_qkv,
+            quantize=args.quantize, quantize_preset=args.quantize_preset,
             int8_scales=args.int8_scales, fp16=args.fp16,
             opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
         )  # fmt: skip

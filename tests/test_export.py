@@ -35,9 +35,9 @@ def test_manifest_describes_the_folder(tiny_export: Path, tiny_model: Path) -> N
         path = tiny_export / record.file
         assert (record.size, record.sha256) == (path.stat().st_size, sha256_of(path))
     quantization = manifest.graphs["int8"].quantization
-    assert quantization["per_channel"] is True and quantization["qkv"] is False
-    assert quantization["activations"] == "per-token"
-    assert quantization["quantized_gemms"] == 2 * 3  # two layers: attention output, FFN up and down
+    assert quantization["per_channel"] is True and quantization["activations"] == "per-token"
+    assert quantization["qkv"] is True and quantization["quantized_gemms"] == 2 * 6  # two layers: Q, K, V, out, FFN up, down
+    assert quantization["smoothing"] == 0.5 and quantization["calibration_texts"] > 0
     assert manifest.graphs["fp32"].optimization == "none"
     results = manifest.verification["results"]
     assert results["fp32"]["min_cosine"] >= 0.99999 and results["int8"]["min_cosine"] >= 0.98
@@ -73,19 +73,14 @@ def test_each_optimization_level_verifies(tmp_path: Path, tiny_model: Path, opti
     assert read_manifest(out).graphs["fp32"].optimization == optimization
 
 
-def test_quantize_qkv_quantizes_every_weight_gemm(tmp_path: Path, tiny_model: Path) -> None:
-    out = tmp_path / "onnx"
-    assert cli(["export", str(tiny_model), "-o", str(out), "--quantize", "int8", "--quantize-qkv"]) == 0
-    quantization = read_manifest(out).graphs["int8"].quantization
-    assert quantization["qkv"] is True and quantization["quantized_gemms"] == 2 * 6
-
-
 def test_per_tensor_int8_scales_are_onnxruntimes_dynamic_quantization(tmp_path: Path, tiny_model: Path) -> None:
     import onnx
 
     out = tmp_path / "onnx"
     assert cli(["export", str(tiny_model), "-o", str(out), "--quantize", "int8", "--int8-scales", "per-tensor"]) == 0
-    assert read_manifest(out).graphs["int8"].quantization["activations"] == "per-tensor"
+    quantization = read_manifest(out).graphs["int8"].quantization
+    assert quantization["activations"] == "per-tensor" and quantization["smoothing"] is None
+    assert quantization["qkv"] is False and quantization["quantized_gemms"] == 2 * 3
     ops = {node.op_type for node in onnx.load(str(out / "model_int8.onnx")).graph.node}
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QuantizeLinear" not in ops
 

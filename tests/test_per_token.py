@@ -28,7 +28,9 @@ def _one_gemm_graph(path: Path, weight: np.ndarray) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
 
 
-def _reference(x: np.ndarray, w: np.ndarray, weight_bits: int) -> np.ndarray:
+def _reference(x: np.ndarray, w: np.ndarray, weight_bits: int, smooth: np.ndarray | None = None) -> np.ndarray:
+    if smooth is not None:  # x @ W = (x / s) @ (s W)
+        x, w = x / smooth, w * smooth[:, None]
     qmax = 2 ** (weight_bits - 1) - 1
     w_scale = np.abs(w).max(axis=0) / qmax
     w_q = np.round(w / w_scale)
@@ -63,3 +65,26 @@ def test_gemms_not_named_stay_fp32(tmp_path: Path) -> None:
     quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", [], 8)
     ops = [node.op_type for node in onnx.load(str(tmp_path / "int8.onnx")).graph.node]
     assert "MatMul" in ops and "MatMulIntegerToFloat" not in ops
+
+
+def test_smoothing_evens_out_an_outlier_channel(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    w = rng.normal(size=(48, 24)).astype(np.float32)
+    x = rng.normal(size=(4, 6, 48)).astype(np.float32)
+    x[..., 7] *= 60  # one channel runs large in every token, as in a trained BERT
+    exact = x.astype(np.float64) @ w
+    _one_gemm_graph(tmp_path / "fp32.onnx", w)
+    feeds = {"input_ids": np.zeros((4, 6), np.int64), "x": x}
+
+    channel_max = {"x": np.abs(x).max(axis=(0, 1))}
+    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "smoothed.onnx", ["gemm"], 8, channel_max)
+    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "plain.onnx", ["gemm"], 8)
+    (smoothed,) = ort.InferenceSession(str(tmp_path / "smoothed.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    (plain,) = ort.InferenceSession(str(tmp_path / "plain.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+    # s_c = sqrt(max|x_c| / max|W_c|), SmoothQuant with alpha 0.5
+    smooth = np.clip(np.sqrt(channel_max["x"] / np.abs(w).max(axis=1)), 1e-2, 1e2)
+    expected = _reference(x.astype(np.float64), w.astype(np.float64), 8, smooth)
+    np.testing.assert_allclose(smoothed, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+    error = lambda found: np.abs(found - exact).mean() / np.abs(exact).mean()  # noqa: E731
+    assert error(smoothed) < error(plain) / 2
