@@ -13,9 +13,9 @@ from pathlib import Path
 
 from benchmarks.data import load_stsb
 from benchmarks.footprint import installed_mib
-from benchmarks.measure import gemm_peak_gflops
+from benchmarks.measure import best_peak, gemm_peak_gflops
 from benchmarks.report import write_report
-from benchmarks.run import FULL, QUICK, ModelCase, machine, run_model, versions
+from benchmarks.run import FULL, QUICK, ModelCase, machine, run_model, set_peak_fractions, versions
 
 
 def _log(message: str) -> None:
@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
             "models": {},
         }
         for case in _cases(args, work):
-            report["models"][case.name] = run_model(case, plan, work, preset, stsb, peak["peak_gflops"], _log)
+            report["models"][case.name] = run_model(case, plan, work, preset, stsb, _log)
+        _log("measuring this machine's GEMM peak again: the better of the two counts")
+        report["gemm_peak"] = best_peak(peak, gemm_peak_gflops())
+        set_peak_fractions(report, report["gemm_peak"]["peak_gflops"])
     report["wall_s"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")

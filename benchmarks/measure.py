@@ -48,6 +48,12 @@ def bert_flops(config: dict[str, Any], lengths: list[int]) -> float:
     return float(2 * layers * per_layer)
 
 
+def best_peak(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The better of two GEMM-peak measurements: a peak is what the machine can do, and a
+    shared machine's slow moments only lower it."""
+    return max(first, second, key=lambda peak: peak["peak_gflops"])
+
+
 def gemm_peak_gflops(repeats: int = 5) -> dict[str, float]:
     """This machine's fp32 GEMM peak, as the best of numpy's BLAS and ONNX Runtime's MatMul.
 

@@ -85,7 +85,7 @@ def markdown(report: dict[str, Any]) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
         "",
         f"GEMM peak: {peak['peak_gflops']:.0f} GFLOP/s fp32 (best of numpy {peak['numpy_gflops']:.0f} and "
-        f"ONNX Runtime {peak['onnxruntime_gflops']:.0f}, {peak['shape']}, all cores). GFLOP/s below count the "
+        f"ONNX Runtime {peak['onnxruntime_gflops']:.0f}, {peak['shape']}, all cores; the better of a measurement before and one after the workloads). GFLOP/s below count the "
         "useful FLOPs of the real (unpadded) tokens.",
         "",
         "Install footprint: " + "; ".join(f"{k} {v['mib']:.0f} MiB ({len(v['packages'])} packages)" for k, v in report["footprint"].items()) + ".",
