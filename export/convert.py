@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.per_token import SMOOTHING_ALPHA
+from export.per_token import SMOOTHING_ALPHA, channel_maxima, quantize_per_token
 
 OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
 QUANTIZE_PRESETS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
@@ -144,8 +144,6 @@ def quantize_int8(
     """
     nodes = weight_gemms(graph_in, settings.qkv)
     if settings.activations == "per-token":
-        from export.per_token import channel_maxima, quantize_per_token
-
         maxima = channel_maxima(graph_in, nodes, calibration) if settings.smoothing else None
         quantize_per_token(graph_in, graph_out, nodes, 7 if settings.reduce_range else 8, maxima)
     else:
