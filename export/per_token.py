@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-QMAX_ACTIVATION = 127  # symmetric around the zero point 128
+QMAX_ACTIVATION = 127
+ZERO_POINT = QMAX_ACTIVATION + 1  # uint8 activations, symmetric around it
 SMOOTHING_ALPHA = 0.5  # SmoothQuant's default: the range is split evenly between x and W
 
 
@@ -79,7 +80,7 @@ def quantize_per_token(
     last_axis = constant("pt/last_axis", np.array([-1], np.int64))
     eps = constant("pt/eps", np.array(1e-12, np.float32))
     inv_qmax = constant("pt/inv_qmax", np.array(1 / QMAX_ACTIVATION, np.float32))
-    zero_point = constant("pt/zero_point", np.array(128, np.uint8))
+    zero_point = constant("pt/zero_point", np.array(ZERO_POINT, np.uint8))
     one = constant("pt/one", np.array(1.0, np.float32))
     # Every weight GEMM of an encoder acts on (batch, sequence, features): the token count and the
     # per-token zero points are computed once from the input ids and shared by all of them.
@@ -89,7 +90,7 @@ def quantize_per_token(
         helper.make_node("ReduceProd", ["pt/batch_sequence"], ["pt/tokens"], keepdims=1),
         helper.make_node(
             "ConstantOfShape", ["pt/tokens"], ["pt/zero_points"],
-            value=helper.make_tensor("zp", TensorProto.UINT8, [1], [128]),
+            value=helper.make_tensor("zp", TensorProto.UINT8, [1], [ZERO_POINT]),
         ),
     ]  # fmt: skip
     shapes: dict[int, tuple[str, str]] = {}  # features → (2-D view shape, 3-D shape)

@@ -118,9 +118,10 @@ def export_model(
         fp32 = work / GRAPH_FILES["fp32"]
         heads, hidden = model_config["num_attention_heads"], model_config["hidden_size"]
         optimize(raw_graph, fp32, optimization, heads, hidden)
+        inputs = _graph_inputs(fp32)  # read once: the graph can be hundreds of MB
         graphs = {"fp32": {"optimization": optimization}}
         if settings:
-            batches = calibration_batches(work / "tokenizer.json", config.max_seq_length, _graph_inputs(fp32))
+            batches = calibration_batches(work / "tokenizer.json", config.max_seq_length, inputs)
             quantization = quantize_int8(fp32, work / GRAPH_FILES["int8"], settings, batches)
             quantization["calibration_texts"] = len(CALIBRATION_TEXTS)
             graphs["int8"] = {"optimization": optimization, "quantization": quantization}
@@ -142,7 +143,7 @@ def export_model(
                 lowercase=config.lowercase,
                 max_seq_length=config.max_seq_length,
                 vocab_size=model_config["vocab_size"],
-                inputs=_graph_inputs(fp32),
+                inputs=inputs,
                 output="last_hidden_state",
                 tokenizer=file_record(work / "tokenizer.json"),
                 graphs={
