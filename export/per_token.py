@@ -45,7 +45,8 @@ def channel_maxima(graph: Path, gemms: list[str], batches: list[dict[str, np.nda
     for feeds in batches:
         real = feeds["attention_mask"].astype(bool)  # padding tokens do not count
         for name, value in zip(inputs, session.run(inputs, feeds)):
-            found = np.abs(value[real]).max(axis=0)
+            # A layer computing only the first token (CLS pooling) has one row per text.
+            found = np.abs(value[real[:, : value.shape[1]]]).max(axis=0)
             maxima[name] = np.maximum(maxima[name], found) if name in maxima else found
     return maxima
 
@@ -82,18 +83,11 @@ def quantize_per_token(
     inv_qmax = constant("pt/inv_qmax", np.array(1 / QMAX_ACTIVATION, np.float32))
     zero_point = constant("pt/zero_point", np.array(ZERO_POINT, np.uint8))
     one = constant("pt/one", np.array(1.0, np.float32))
-    # Every weight GEMM of an encoder acts on (batch, sequence, features): the token count and the
-    # per-token zero points are computed once from the input ids and shared by all of them.
-    ids = graph.input[0].name
-    prologue = [
-        helper.make_node("Shape", [ids], ["pt/batch_sequence"]),
-        helper.make_node("ReduceProd", ["pt/batch_sequence"], ["pt/tokens"], keepdims=1),
-        helper.make_node(
-            "ConstantOfShape", ["pt/tokens"], ["pt/zero_points"],
-            value=helper.make_tensor("zp", TensorProto.UINT8, [1], [ZERO_POINT]),
-        ),
-    ]  # fmt: skip
-    shapes: dict[int, tuple[str, str]] = {}  # features → (2-D view shape, 3-D shape)
+    # Tokens with the same leading dims share their row count, zero points and 3-D shapes: in an
+    # encoder that is every GEMM but the last layer's when it computes the first token only.
+    row_groups = _row_groups(model, {n.input[0] for n in graph.node if n.name in wanted})
+    rows: dict[object, tuple[str, str]] = {}  # row group → (leading dims, per-token zero points)
+    shapes: dict[tuple[object, int], tuple[str, str]] = {}  # (group, features) → (2-D view, 3-D shape)
     quantized: dict[str, tuple[str, str]] = {}  # activation → (x_q, per-token scale)
     nodes = []
     for node in graph.node:
@@ -111,15 +105,27 @@ def quantize_per_token(
         w_q_name = constant(f"{weight.name}/int8", w_q)
         w_scale_name = constant(f"{weight.name}/scale", w_scale.astype(np.float32))
 
-        if features not in shapes:
-            view = constant(f"pt/view_{features}", np.array([-1, features], np.int64))
-            feature_dim = constant(f"pt/features_{features}", np.array([features], np.int64))
-            prologue.append(
-                helper.make_node("Concat", ["pt/batch_sequence", feature_dim], [f"pt/shape_{features}"], axis=0)
-            )
-            shapes[features] = (view, f"pt/shape_{features}")
+        group = row_groups[x]
+        if group not in rows:
+            g = f"pt/rows{len(rows)}"
+            nodes += [
+                helper.make_node("Shape", [x], [f"{g}/dims"], end=-1),
+                helper.make_node("ReduceProd", [f"{g}/dims"], [f"{g}/tokens"], keepdims=1),
+                helper.make_node(
+                    "ConstantOfShape", [f"{g}/tokens"], [f"{g}/zero_points"],
+                    value=helper.make_tensor("zp", TensorProto.UINT8, [1], [ZERO_POINT]),
+                ),
+            ]  # fmt: skip
+            rows[group] = (f"{g}/dims", f"{g}/zero_points")
+        dims, zero_points = rows[group]
+        if (group, features) not in shapes:
+            view = constant(f"{dims}/view_{features}", np.array([-1, features], np.int64))
+            feature_dim = constant(f"{dims}/features_{features}", np.array([features], np.int64))
+            shape = f"{dims}/shape_{features}"
+            nodes.append(helper.make_node("Concat", [dims, feature_dim], [shape], axis=0))
+            shapes[group, features] = (view, shape)
         if x not in quantized:
-            view, shape = shapes[features]
+            view, shape = shapes[group, features]
             p = f"pt/{x}"
             source = x
             if x in smoothing:
@@ -137,7 +143,7 @@ def quantize_per_token(
                 helper.make_node("Reshape", [f"{p}/scale", last_axis], [f"{p}/scale_1d"]),
                 helper.make_node("Reshape", [source, view], [f"{p}/x_2d"]),
                 helper.make_node(
-                    "QuantizeLinear", [f"{p}/x_2d", f"{p}/scale_1d", "pt/zero_points"], [f"{p}/q_2d"], axis=0
+                    "QuantizeLinear", [f"{p}/x_2d", f"{p}/scale_1d", zero_points], [f"{p}/q_2d"], axis=0
                 ),
                 helper.make_node("Reshape", [f"{p}/q_2d", shape], [f"{p}/q"]),
             ]
@@ -152,10 +158,10 @@ def quantize_per_token(
             helper.make_node("Mul", [f"{out}/per_token", x_scale], [out]),
         ]  # fmt: skip
 
-    used = {name for node in prologue + nodes for name in node.input}
+    used = {name for node in nodes for name in node.input}
     kept = [init for init in graph.initializer if init.name in used]
     del graph.node[:]
-    graph.node.extend(prologue + nodes)
+    graph.node.extend(nodes)
     del graph.initializer[:]
     graph.initializer.extend(kept + added)
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
@@ -180,3 +186,20 @@ def _smoothing(graph, initializers: dict, wanted: set[str], channel_max: dict[st
         # A channel that never fired in calibration is left alone; the rest within two decades.
         smoothing[x] = np.where(channel_max[x] > 0, np.clip(s, 1e-2, 1e2), 1.0).astype(np.float32)
     return smoothing
+
+
+def _row_groups(model, activations: set[str]) -> dict[str, object]:
+    """Group GEMM inputs whose leading (token) dims shape inference proves equal.
+
+    An input whose dims it cannot name is a group of its own: correct, one Shape more.
+    """
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    known = {v.name: v.type.tensor_type.shape.dim for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    groups: dict[str, object] = {}
+    for name in activations:
+        dims = known.get(name, [])
+        leading = tuple(d.dim_param or d.dim_value or None for d in dims[:-1])
+        groups[name] = leading if dims and None not in leading else name
+    return groups

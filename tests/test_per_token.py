@@ -14,12 +14,11 @@ from export.per_token import quantize_per_token
 
 
 def _one_gemm_graph(path: Path, weight: np.ndarray) -> None:
-    """input_ids (batch, sequence) and x (batch, sequence, features) → x @ weight."""
+    """x (batch, sequence, features) → x @ weight."""
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="gemm")],
         "one-gemm",
         [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "sequence"]),
             helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", weight.shape[0]]),
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "sequence", weight.shape[1]])],
@@ -50,13 +49,44 @@ def test_each_token_is_quantized_on_its_own_scale(tmp_path: Path, weight_bits: i
     quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", ["gemm"], weight_bits)
 
     session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
-    (found,) = session.run(None, {"input_ids": np.zeros((3, 5), np.int64), "x": x})
+    (found,) = session.run(None, {"x": x})
     expected = _reference(x.astype(np.float64), w.astype(np.float64), weight_bits)
     np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert not np.isnan(found).any() and not found[2, 4].any()
     # Per token: row [0, 0] is as close to fp32 as any other row despite its neighbour's outlier.
     error = np.abs(found - x @ w).max(axis=-1) / np.abs(x @ w).max(axis=-1).clip(1e-6)
     assert error[0, 0] < 0.05
+
+
+def test_gemms_on_different_token_counts_in_one_graph(tmp_path: Path) -> None:
+    """The last layer of a CLS model works on the first token only, the others on every token."""
+    rng = np.random.default_rng(2)
+    w_all, w_first = rng.normal(size=(2, 16, 8)).astype(np.float32)
+    x = rng.normal(size=(3, 5, 16)).astype(np.float32)
+    starts, ends, axes = (numpy_helper.from_array(np.array([v], np.int64), n) for v, n in [(0, "s"), (1, "e"), (1, "a")])
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w_all"], ["y_all"], name="all"),
+            helper.make_node("Slice", ["x", "s", "e", "a"], ["x_first"]),
+            helper.make_node("MatMul", ["x_first", "w_first"], ["y_first"], name="first"),
+        ],
+        "two-row-counts",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "sequence", 16])],
+        [
+            helper.make_tensor_value_info("y_all", TensorProto.FLOAT, ["batch", "sequence", 8]),
+            helper.make_tensor_value_info("y_first", TensorProto.FLOAT, ["batch", 1, 8]),
+        ],
+        [numpy_helper.from_array(w_all, "w_all"), numpy_helper.from_array(w_first, "w_first"), starts, ends, axes],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "fp32.onnx"))
+    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", ["all", "first"], 8)
+
+    session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
+    y_all, y_first = session.run(None, {"x": x})
+    x64 = x.astype(np.float64)
+    for found, expected in [(y_all, _reference(x64, w_all, 8)), (y_first, _reference(x64[:, :1], w_first, 8))]:
+        assert found.shape == expected.shape
+        np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
 
 def test_gemms_not_named_stay_fp32(tmp_path: Path) -> None:
@@ -74,7 +104,7 @@ def test_smoothing_evens_out_an_outlier_channel(tmp_path: Path) -> None:
     x[..., 7] *= 60  # one channel runs large in every token, as in a trained BERT
     exact = x.astype(np.float64) @ w
     _one_gemm_graph(tmp_path / "fp32.onnx", w)
-    feeds = {"input_ids": np.zeros((4, 6), np.int64), "x": x}
+    feeds = {"x": x}
 
     channel_max = {"x": np.abs(x).max(axis=(0, 1))}
     quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "smoothed.onnx", ["gemm"], 8, channel_max)
