@@ -122,17 +122,20 @@ def weight_gemms(graph: Path, qkv: bool) -> list[str]:
     """Names of the MatMuls that multiply by a weight, without the Q/K/V projections unless asked.
 
     Q, K and V are recognized by structure, not by name: they are the weight MatMuls that share
-    one input tensor (the layer's input feeds all three).
+    one input tensor (the layer's input feeds all three; Q through a Slice where the last layer
+    computes the first token only).
     """
     import onnx
 
     model = onnx.load(str(graph), load_external_data=False)
     weights = {init.name for init in model.graph.initializer}
+    slices = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "Slice"}
     nodes = [n for n in model.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)]
     readers: dict[str, int] = {}
     for node in nodes:
-        readers[node.input[0]] = readers.get(node.input[0], 0) + 1
-    return [n.name for n in nodes if qkv or readers[n.input[0]] < 3]
+        source = slices.get(node.input[0], node.input[0])
+        readers[source] = readers.get(source, 0) + 1
+    return [n.name for n in nodes if qkv or readers[slices.get(n.input[0], n.input[0])] < 3]
 
 
 def quantize_int8(

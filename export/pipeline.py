@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 from export.calibration import CALIBRATION_TEXTS, calibration_batches
 from export.convert import optimize, quantize_int8, quantize_settings, to_fp16, to_onnx
+from export.first_token import GraphShapeError, keep_first_token
 from export.source import resolve_source
 from export.st_config import read_sentence_config
 from export.verify import MIN_COSINE, PROBES, reference_vectors, verify
@@ -114,6 +116,14 @@ def export_model(
         raw_graph = build / "raw.onnx"
         raw_folder = to_onnx(source.folder, raw_graph, opset)
         shutil.copyfile(raw_folder / "tokenizer.json", work / "tokenizer.json")
+        output_tokens = "all"
+        if config.pooling == "cls":
+            try:
+                keep_first_token(raw_graph, build / "first_token.onnx")
+            except GraphShapeError as exc:  # an encoder laid out otherwise: correct, just slower
+                warnings.warn(f"every token's last layer is computed: {exc}", stacklevel=2)
+            else:
+                raw_graph, output_tokens = build / "first_token.onnx", "first"
 
         fp32 = work / GRAPH_FILES["fp32"]
         heads, hidden = model_config["num_attention_heads"], model_config["hidden_size"]
@@ -141,6 +151,7 @@ def export_model(
                 pooling=config.pooling,
                 normalize=config.normalize,
                 lowercase=config.lowercase,
+                output_tokens=output_tokens,
                 max_seq_length=config.max_seq_length,
                 vocab_size=model_config["vocab_size"],
                 inputs=inputs,

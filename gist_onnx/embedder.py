@@ -211,8 +211,9 @@ class Embedder:
         for rows in self._batches(order, [len(e.ids) for e in encodings], batch_size):
             feeds = self._tokenizer.pad([encodings[i] for i in rows], self._input_names)
             hidden = self._run(feeds)
-            if hidden.shape[-1] != self.dim:
-                raise RuntimeError(f"the graph returned width {hidden.shape[-1]}, expected {self.dim}")
+            tokens = 1 if self.manifest.output_tokens == "first" else feeds["input_ids"].shape[1]
+            if hidden.shape[1:] != (tokens, self.dim):
+                raise RuntimeError(f"the graph returned {hidden.shape}, expected (batch, {tokens}, {self.dim})")
             pooled = pool(hidden, feeds["attention_mask"], self.manifest.pooling)
             out[rows] = normalize(pooled) if should_normalize else pooled
         return out

@@ -16,8 +16,9 @@ from typing import Any
 from gist_onnx.errors import ModelFolderError
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: output_tokens
 POOLING_MODES = ("cls", "mean", "max")
+OUTPUT_TOKENS = ("all", "first")
 PRECISIONS = ("fp32", "int8", "fp16")
 
 
@@ -62,6 +63,9 @@ class Manifest:
     tokenizer: FileRecord
     graphs: dict[str, GraphRecord]
     lowercase: bool = False  # sentence-transformers' do_lower_case: lower() before tokenizing
+    # "first": the graphs compute the last layer for the first token only (CLS pooling needs no
+    # other), and return (batch, 1, dim).
+    output_tokens: str = "all"
     tools: dict[str, str] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
@@ -85,6 +89,10 @@ class Manifest:
     def _check(self) -> None:
         if self.pooling not in POOLING_MODES:
             raise ValueError(f"pooling {self.pooling!r} is not one of {POOLING_MODES}")
+        if self.output_tokens not in OUTPUT_TOKENS:
+            raise ValueError(f"output_tokens {self.output_tokens!r} is not one of {OUTPUT_TOKENS}")
+        if self.output_tokens == "first" and self.pooling != "cls":
+            raise ValueError(f"output_tokens 'first' needs cls pooling, not {self.pooling!r}")
         if not self.graphs:
             raise ValueError("no graphs are listed")
         for name, graph in self.graphs.items():

@@ -11,15 +11,18 @@ NORM_EPS = 1e-12
 def pool(hidden: np.ndarray, attention_mask: np.ndarray, mode: str) -> np.ndarray:
     """Pool (batch, seq, dim) token states into (batch, dim), ignoring padding.
 
-    ``mode`` is one of "cls" (first token; GIST's), "mean" or "max" over real tokens.
+    ``mode`` is one of "cls" (first token; GIST's), "mean" or "max" over real tokens. For "cls"
+    the states may be the first token's alone (batch, 1, dim), as a graph that computes only it
+    returns them.
     """
+    batch, seq = attention_mask.shape
+    if mode == "cls" and hidden.ndim == 3 and hidden.shape[0] == batch and 1 <= hidden.shape[1] <= seq:
+        return hidden[:, 0, :]
     if hidden.ndim != 3 or hidden.shape[:2] != attention_mask.shape:
         raise ValueError(
             f"expected token states (batch, seq, dim) matching the mask {attention_mask.shape}, "
             f"got {hidden.shape}"
         )
-    if mode == "cls":
-        return hidden[:, 0, :]
     mask = attention_mask[:, :, None].astype(hidden.dtype)
     if mode == "mean":
         counts = np.maximum(mask.sum(axis=1), 1e-9)

@@ -52,9 +52,14 @@ def test_graph_has_dynamic_batch_and_sequence_axes(tiny_export: Path) -> None:
     import onnx
 
     graph = onnx.load(str(tiny_export / "model.onnx"), load_external_data=False).graph
-    for tensor in [*graph.input, *graph.output]:
+    for tensor in graph.input:
         dims = tensor.type.tensor_type.shape.dim
         assert dims[0].dim_param and dims[1].dim_param, tensor.name
+    # CLS pooling: the graph returns the first token's state only.
+    (output,) = graph.output
+    assert output.type.tensor_type.shape.dim[0].dim_param
+    assert output.type.tensor_type.shape.dim[1].dim_value == 1
+    assert read_manifest(tiny_export).output_tokens == "first"
 
 
 @pytest.mark.parametrize(("precision", "threshold"), [("fp32", 0.99999), ("int8", 0.98)])

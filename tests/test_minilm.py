@@ -34,6 +34,7 @@ def torch_spearman(reference: np.ndarray, stsb: StsPairs) -> float:
 def test_manifest_reads_minilm_as_mean_pooled(minilm_export: Path) -> None:
     embedder = Embedder(minilm_export)
     assert (embedder.manifest.pooling, embedder.manifest.normalize) == ("mean", True)
+    assert embedder.manifest.output_tokens == "all"  # mean pooling reads every token
     assert (embedder.dim, embedder.max_seq_length) == (384, 256)
     verification = embedder.manifest.verification
     assert verification["thresholds_overridden"] == {}

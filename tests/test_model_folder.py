@@ -47,6 +47,12 @@ def test_manifest_from_a_newer_format(folder: Path) -> None:
         Embedder(folder)
 
 
+def test_first_token_output_with_mean_pooling_is_refused(folder: Path) -> None:
+    _edit_manifest(folder, pooling="mean")  # the tiny export computes the first token only
+    with pytest.raises(ModelFolderError, match="output_tokens 'first' needs cls pooling"):
+        Embedder(folder)
+
+
 def test_manifest_missing_a_field(folder: Path) -> None:
     data = json.loads((folder / MANIFEST_NAME).read_text())
     del data["pooling"]

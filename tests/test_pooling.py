@@ -17,6 +17,12 @@ def test_cls_takes_the_first_token() -> None:
     np.testing.assert_array_equal(pool(HIDDEN, MASK, "cls"), [[1.0, 2.0], [-1.0, -1.0]])
 
 
+def test_cls_takes_a_graph_that_returned_the_first_token_only() -> None:
+    np.testing.assert_array_equal(pool(HIDDEN[:, :1], MASK, "cls"), [[1.0, 2.0], [-1.0, -1.0]])
+    with pytest.raises(ValueError, match="expected token states"):
+        pool(HIDDEN[:, :1], MASK, "mean")
+
+
 def test_mean_ignores_padding() -> None:
     np.testing.assert_allclose(pool(HIDDEN, MASK, "mean"), [[2.0, -1.0], [-2.0, -2.0]])
 
@@ -32,7 +38,7 @@ def test_unknown_mode_and_bad_shapes_raise() -> None:
     with pytest.raises(ValueError, match="unknown pooling mode"):
         pool(HIDDEN, MASK, "weightedmean")
     with pytest.raises(ValueError, match="expected token states"):
-        pool(HIDDEN[:, :2], MASK, "cls")
+        pool(HIDDEN[:1], MASK, "cls")
 
 
 def test_normalize_gives_unit_rows_and_keeps_zero_rows_finite() -> None:

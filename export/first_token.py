@@ -1,0 +1,167 @@
+"""CLS pooling reads one token of the last layer, so the last layer computes that token only.
+
+Each BERT layer mixes tokens only in attention; every other op (projections, residual adds,
+LayerNorm, the feed-forward block) works row by row. The last layer's keys and values still need
+every token, but its queries, attention output, feed-forward block and LayerNorms are needed for
+the first token alone. Slicing the last layer's query side to that token is exact (the same
+numbers, not an approximation) and skips about 1/12 of the encoder's GEMM work and the last
+layer's attention rows.
+
+The rewrite works on the plain exported graph (before ONNX Runtime's fusions), finding the last
+attention block by structure: the last Softmax, the MatMul that makes its scores, and the
+projection whose output is their query side.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+class GraphShapeError(ValueError):
+    """The graph does not have the encoder structure the rewrite expects."""
+
+
+def keep_first_token(graph_in: Path, graph_out: Path) -> None:
+    """Write ``graph_in`` with its last layer computing only the first token's state.
+
+    The output keeps its name and becomes (batch, 1, hidden); earlier layers are unchanged.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(graph_in))
+    graph = model.graph
+    nodes = list(graph.node)
+    producer = {out: node for node in nodes for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    weights = {init.name for init in graph.initializer}
+
+    softmaxes = [n for n in nodes if n.op_type == "Softmax"]
+    if not softmaxes:
+        raise GraphShapeError("no Softmax: not an attention encoder")
+    masked = producer.get(softmaxes[-1].input[0])
+    if masked is None or masked.op_type != "Add":
+        raise GraphShapeError("the last Softmax does not read masked scores (an Add)")
+    scores = next((producer.get(i) for i in masked.input if _op(producer.get(i)) == "MatMul"), None)
+    if scores is None:
+        raise GraphShapeError("the last attention's scores are not a MatMul")
+    mask = next(i for i in masked.input if i != scores.output[0])
+
+    # The query side: up from the scores' first input, through element-wise and layout ops, to
+    # the projection MatMul that reads the layer's input.
+    graph_inputs = {i.name for i in graph.input}
+    query = _walk_up(producer, scores.input[0], weights, graph_inputs)
+    layer_input = query.input[0]
+    residual = [n for n in consumers.get(layer_input, []) if n.op_type == "Add"]
+    if len(residual) != 1:
+        raise GraphShapeError(f"expected one residual Add of the last layer's input, found {len(residual)}")
+
+    # The attention context: probabilities @ values, then heads merged back to (batch, seq, hidden).
+    context = [n for n in consumers.get(softmaxes[-1].output[0], []) if n.op_type == "MatMul"]
+    merge = _first_reshape_below(consumers, context[0]) if len(context) == 1 else None
+    if merge is None:
+        raise GraphShapeError("cannot find where the last attention merges its heads")
+
+    def constant(name: str, value: list[int]) -> str:
+        graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.int64), name))
+        return name
+
+    first = constant("first_token/first", [0])
+    one = constant("first_token/one", [1])
+    seq_axis = constant("first_token/axis1", [1])
+    query_axis = constant("first_token/axis2", [2])
+    first_row = "first_token/layer_input"
+    first_mask = "first_token/mask"
+    slices = {
+        layer_input: helper.make_node(
+            "Slice", [layer_input, first, one, seq_axis], [first_row], name="first_token/slice_input"
+        ),
+        # The mask is (batch, 1, query, key): keep the first query row.
+        mask: helper.make_node(
+            "Slice", [mask, first, one, query_axis], [first_mask], name="first_token/slice_mask"
+        ),
+    }
+    _replace_input(query, layer_input, first_row)
+    _replace_input(residual[0], layer_input, first_row)
+    _replace_input(masked, mask, first_mask)
+    # The merge's shape is (batch, seq, hidden) from the full input's shape: keep batch, infer seq.
+    hidden = numpy_helper.to_array(_initializer(graph, query.input[1])).shape[-1]
+    merge.input[1] = constant("first_token/merged_shape", [0, -1, int(hidden)])
+
+    ordered = []
+    for node in nodes:
+        ordered.append(node)
+        for out in node.output:
+            if out in slices:
+                ordered.append(slices.pop(out))
+    if slices:  # a graph input (the mask of a graph built that way) has no producer node
+        ordered[:0] = list(slices.values())
+    graph.ClearField("node")
+    graph.node.extend(ordered)
+    output = graph.output[0].type.tensor_type.shape.dim
+    if len(output) == 3:
+        output[1].Clear()
+        output[1].dim_value = 1
+    onnx.checker.check_model(model, full_check=False)
+    onnx.save(model, str(graph_out))
+
+
+def _op(node) -> str | None:
+    return node.op_type if node is not None else None
+
+
+def _walk_up(producer: dict, name: str, weights: set[str], graph_inputs: set[str]):
+    passthrough = {"Mul", "Div", "Transpose", "Reshape", "Add", "Identity", "Cast"}
+    node = producer.get(name)
+    for _ in range(16):
+        if node is None:
+            break
+        if node.op_type == "MatMul" and node.input[1] in weights:
+            return node
+        if node.op_type not in passthrough:
+            break
+        # Follow the activation, not a constant operand (a scale, a bias, a target shape).
+        activations = [i for i in node.input if i and not _static(producer, graph_inputs, i, {})]
+        if len(activations) != 1:
+            break
+        node = producer.get(activations[0])
+    raise GraphShapeError("cannot find the last attention's query projection")
+
+
+def _static(producer: dict, graph_inputs: set[str], name: str, known: dict) -> bool:
+    """Whether a tensor is a constant or computed from constants and shapes only."""
+    if name not in known:
+        node = producer.get(name)
+        if node is None:
+            known[name] = name not in graph_inputs  # an initializer
+        elif node.op_type in ("Constant", "Shape"):
+            known[name] = True
+        else:
+            known[name] = all(_static(producer, graph_inputs, i, known) for i in node.input if i)
+    return known[name]
+
+
+def _first_reshape_below(consumers: dict, node):
+    for _ in range(4):
+        following = consumers.get(node.output[0], [])
+        if len(following) != 1:
+            return None
+        node = following[0]
+        if node.op_type == "Reshape":
+            return node
+    return None
+
+
+def _replace_input(node, old: str, new: str) -> None:
+    for i, name in enumerate(node.input):
+        if name == old:
+            node.input[i] = new
+
+
+def _initializer(graph, name: str):
+    return next(init for init in graph.initializer if init.name == name)
