@@ -166,6 +166,8 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f"embedding:    {manifest.embedding_dim} dims, {manifest.pooling} pooling, normalize={manifest.normalize}")
     print(f"max tokens:   {manifest.max_seq_length}")
     print(f"inputs:       {', '.join(manifest.inputs)}")
+    if manifest.output_tokens == "first":
+        print("last layer:   first token only (all CLS pooling reads)")
     for name, graph in manifest.graphs.items():
         result = manifest.verification.get("results", {}).get(name, {})
         check = f", min cosine to PyTorch {result['min_cosine']:.6f}" if result else ""

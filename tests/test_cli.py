@@ -63,7 +63,7 @@ def test_wrong_model_folder_is_one_line_not_a_traceback(tmp_path: Path, capsys) 
 def test_info_summarizes(tiny_export: Path, capsys) -> None:
     assert cli(["info", "-m", str(tiny_export)]) == 0
     out = capsys.readouterr().out
-    assert "64 dims, cls pooling, normalize=True" in out
+    assert "64 dims, cls pooling, normalize=True" in out and "last layer:   first token only" in out
     assert "graph int8" in out and "per-token scales" in out and "session:      fp32 on CPUExecutionProvider" in out
     assert cli(["info", "-m", str(tiny_export), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pooling"] == "cls"
