@@ -79,6 +79,7 @@ def export_model(
     quantize_preset: str = "auto",
     int8_scales: str = "per-token",
     fp16: bool = False,
+    all_tokens: bool = False,
     opset: int | None = None,
     force: bool = False,
     min_cosine: dict[str, float] | None = None,
@@ -89,6 +90,7 @@ def export_model(
     the fusions to ONNX Runtime at session start, which measured fastest on CPUs. ``int8_scales``
     is "per-token" (smoothed, every weight GEMM int8; a text's int8 vector does not depend on its
     batch mates) or "per-tensor" (ONNX Runtime's dynamic quantization, Q/K/V kept fp32).
+    With CLS pooling the last layer computes the first token only unless ``all_tokens``.
     ``min_cosine`` overrides verification thresholds per precision; overrides are recorded.
     Raises ExportError, ModelUnavailableError, SentenceConfigError or VerificationError, having
     written nothing at ``output``.
@@ -117,7 +119,7 @@ def export_model(
         raw_folder = to_onnx(source.folder, raw_graph, opset)
         shutil.copyfile(raw_folder / "tokenizer.json", work / "tokenizer.json")
         output_tokens = "all"
-        if config.pooling == "cls":
+        if config.pooling == "cls" and not all_tokens:
             try:
                 keep_first_token(raw_graph, build / "first_token.onnx")
             except GraphShapeError as exc:  # an encoder laid out otherwise: correct, just slower

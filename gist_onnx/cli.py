@@ -42,6 +42,11 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--int8-scales", default="per-token", choices=["per-token", "per-tensor"], help="with --quantize: activation scales per token (default: smoothed, every weight GEMM int8, a text's vector does not depend on its batch mates) or one per batch tensor (ONNX Runtime's dynamic quantization, Q/K/V kept fp32)")
     p.add_argument("--quantize-preset", default="auto", choices=["auto", "avx2", "avx512", "avx512_vnni", "arm64"], help="instruction-set preset for INT8 (default: this machine's)")
     p.add_argument("--fp16", action="store_true", help="also write a half-precision graph for GPUs")
+    p.add_argument(
+        "--all-tokens", action="store_true",
+        help="compute the last layer for every token even with CLS pooling (by default a CLS "
+        "model's last layer computes the first token only: the same vectors, less work)",
+    )  # fmt: skip
     p.add_argument("--opset", type=int, help="ONNX opset (default: optimum's)")
     p.add_argument("--min-cosine", type=_min_cosine, action="append", default=[], metavar="PRECISION=VALUE", help="override a verification threshold (recorded in the manifest)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
@@ -63,7 +68,7 @@ def _run_export(args: argparse.Namespace) -> int:
         manifest = export_model(
             args.model, args.output, revision=args.revision, optimization=args.optimize,
             quantize=args.quantize, quantize_preset=args.quantize_preset,
-            int8_scales=args.int8_scales, fp16=args.fp16,
+            int8_scales=args.int8_scales, fp16=args.fp16, all_tokens=args.all_tokens,
             opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
         )  # fmt: skip
     except (ExportError, ModelUnavailableError, SentenceConfigError, VerificationError) as exc:

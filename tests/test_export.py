@@ -78,6 +78,19 @@ def test_each_optimization_level_verifies(tmp_path: Path, tiny_model: Path, opti
     assert read_manifest(out).graphs["fp32"].optimization == optimization
 
 
+def test_all_tokens_export_gives_the_same_vectors(tmp_path: Path, tiny_model: Path, tiny_export: Path) -> None:
+    import onnx
+
+    out = tmp_path / "onnx"
+    assert cli(["export", str(tiny_model), "-o", str(out), "--all-tokens"]) == 0
+    assert read_manifest(out).output_tokens == "all"
+    (output,) = onnx.load(str(out / "model.onnx"), load_external_data=False).graph.output
+    assert output.type.tensor_type.shape.dim[1].dim_param  # every token's state
+    every = Embedder(out).encode(TEXTS, batch_size=2)
+    first = Embedder(tiny_export, precision="fp32").encode(TEXTS, batch_size=2)
+    np.testing.assert_allclose(first, every, atol=1e-5)
+
+
 def test_per_tensor_int8_scales_are_onnxruntimes_dynamic_quantization(tmp_path: Path, tiny_model: Path) -> None:
     import onnx
 
