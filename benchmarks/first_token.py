@@ -10,6 +10,7 @@ vectors of the two exports are compared too (they should agree to float rounding
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,8 @@ import numpy as np
 
 from benchmarks import study
 from benchmarks.data import load_stsb, passages
-from benchmarks.measure import latency_ms
-from benchmarks.run import throughput
+from benchmarks.measure import median, timed
+from benchmarks.variants import Encode
 
 EXPORTS = {"first-token": False, "all-tokens": True}  # name → export_model(all_tokens=...)
 SHORT_TEXTS, LONG_TEXTS = 256, 16
@@ -37,23 +38,58 @@ def _texts(tokenizer_path: Path) -> dict[str, list[str]]:
     return {"short": shuffled[:SHORT_TEXTS], "long": passages(shuffled, count, 510, LONG_TEXTS)}
 
 
-def measure(folders: dict[str, Path], texts: dict[str, list[str]], passes: int = 3) -> dict[str, Any]:
-    """texts/s per workload and latency p50 for each export and precision."""
+def paired(first: Encode, every: Encode, texts: list[str], batch: int, passes: int) -> dict[str, float]:
+    """texts/s of each export and the median of per-pass ratios.
+
+    The two run back to back in every pass, alternating which goes first, so that the machine's
+    drift (large on a shared machine) falls on both sides of each ratio.
+    """
+    for encode in (first, every):
+        encode(texts[:batch], batch)  # warm-up
+    seconds: dict[str, list[float]] = {"first": [], "every": []}
+    for index in range(passes):
+        order = [("first", first), ("every", every)]
+        for name, encode in order if index % 2 == 0 else order[::-1]:
+            seconds[name].append(timed(lambda e=encode: e(texts, batch)))
+    return {
+        "first_token_texts_per_s": len(texts) / median(seconds["first"]),
+        "all_tokens_texts_per_s": len(texts) / median(seconds["every"]),
+        "speedup": median([e / f for f, e in zip(seconds["first"], seconds["every"])]),
+    }
+
+
+def paired_latency(first: Callable, every: Callable, texts: list[str], calls: int, block: int = 10) -> dict[str, float]:
+    """Single-text p50 of each export, in alternating blocks of ``block`` calls.
+
+    Blocks, not single calls: each session's idle threads spin for a while after a call and
+    would slow the other's next call.
+    """
+    for text in texts[:5]:  # warm-up: first calls allocate
+        first([text]), every([text])
+    samples: dict[str, list[float]] = {name: [] for name in EXPORTS}
+    for start in range(0, calls, block):
+        order = list(zip(EXPORTS, (first, every)))
+        for name, encode in order if (start // block) % 2 == 0 else order[::-1]:
+            for index in range(start, start + block):
+                text = texts[index % len(texts)]
+                samples[name].append(timed(lambda e=encode, t=text: e([t])) * 1e3)
+    return {name: median(values) for name, values in samples.items()}
+
+
+def measure(folders: dict[str, Path], texts: dict[str, list[str]], passes: int = 9) -> dict[str, Any]:
+    """Paired throughput per workload, latency p50 and agreement, for fp32 and int8."""
     from gist_onnx import Embedder
 
     results: dict[str, Any] = {}
     for precision in ("fp32", "int8"):
-        embedders = {name: Embedder(folder, provider="cpu", precision=precision) for name, folder in folders.items()}
-        encoders = {name: lambda t, size, e=e: e.encode(t, batch_size=size) for name, e in embedders.items()}
-        row: dict[str, Any] = {name: {} for name in embedders}
-        for workload, batch in (("short", 32), ("long", 16)):
-            seconds = throughput(encoders, texts[workload], batch, passes)
-            for name in embedders:
-                row[name][f"{workload}_b{batch}_texts_per_s"] = len(texts[workload]) / seconds[name]
-        for name, embedder in embedders.items():
-            row[name]["latency_p50_ms"] = latency_ms(lambda t, e=embedder: e.encode([t]), texts["short"], 100)["p50"]
-        first, every = (embedders[name].encode(texts["short"], batch_size=32) for name in EXPORTS)
-        row["min_cosine_between_exports"] = float((first * every).sum(axis=1).min())
+        first, every = (Embedder(folders[name], provider="cpu", precision=precision) for name in EXPORTS)
+        row: dict[str, Any] = {
+            f"{workload}_b{batch}": paired(first.encode, every.encode, texts[workload], batch, passes)
+            for workload, batch in (("short", 32), ("long", 16))
+        }
+        row["latency_p50_ms"] = paired_latency(first.encode, every.encode, texts["short"], 100)
+        a, b = first.encode(texts["short"], batch_size=32), every.encode(texts["short"], batch_size=32)
+        row["min_cosine_between_exports"] = float((a * b).sum(axis=1).min())
         results[precision] = row
     return results
 
@@ -64,24 +100,22 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"`python -m benchmarks.first_token` on {results['cpu']}; {results['created']}. GIST's architecture "
         f"with random weights; {SHORT_TEXTS} STS-B sentences at batch 32, {LONG_TEXTS} passages of ~512 tokens "
-        "at batch 16 (median of 3 interleaved passes), latency p50 over 100 single texts.",
+        "at batch 16; the two exports back to back in each of 9 passes, alternating which goes first. "
+        "Speedup: the median of the per-pass ratios. Latency: p50 over 100 single texts, in alternating blocks of 10.",
         "",
-        "| precision | export | short b32 texts/s | 512-token b16 texts/s | latency p50 ms |",
-        "| --- | --- | --- | --- | --- |",
+        "| precision | workload | first token texts/s | all tokens texts/s | speedup | latency p50 ms first / all | min cosine between the two |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for precision in ("fp32", "int8"):
         row = results[precision]
-        for name in EXPORTS:
-            r = row[name]
+        latency = row["latency_p50_ms"]
+        for workload in ("short_b32", "long_b16"):
+            r = row[workload]
             lines.append(
-                f"| {precision} | {name} | {r['short_b32_texts_per_s']:.1f} | {r['long_b16_texts_per_s']:.2f} "
-                f"| {r['latency_p50_ms']:.1f} |"
+                f"| {precision} | {workload} | {r['first_token_texts_per_s']:.1f} | {r['all_tokens_texts_per_s']:.1f} "
+                f"| {r['speedup']:.2f}x | {latency['first-token']:.1f} / {latency['all-tokens']:.1f} "
+                f"| {row['min_cosine_between_exports']:.6f} |"
             )
-        gain = {k: row["first-token"][k] / row["all-tokens"][k] for k in ("short_b32_texts_per_s", "long_b16_texts_per_s")}
-        lines.append(
-            f"| {precision} | first-token / all-tokens | {gain['short_b32_texts_per_s']:.2f}x | "
-            f"{gain['long_b16_texts_per_s']:.2f}x | min cosine between the two: {row['min_cosine_between_exports']:.6f} |"
-        )
     return "\n".join(lines) + "\n"
 
 
