@@ -90,8 +90,8 @@ def keep_first_token(graph_in: Path, graph_out: Path) -> None:
     _replace_input(residual[0], layer_input, first_row)
     _replace_input(masked, mask, first_mask)
     # The merge's shape is (batch, seq, hidden) from the full input's shape: keep batch, infer seq.
-    hidden = numpy_helper.to_array(_initializer(graph, query.input[1])).shape[-1]
-    merge.input[1] = constant("first_token/merged_shape", [0, -1, int(hidden)])
+    hidden = _initializer(graph, query.input[1]).dims[-1]  # the query weight's output width
+    merge.input[1] = constant("first_token/merged_shape", [0, -1, hidden])
 
     ordered = []
     for node in nodes:

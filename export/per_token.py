@@ -191,7 +191,7 @@ def _smoothing(graph, initializers: dict, wanted: set[str], channel_max: dict[st
 def _row_groups(model, activations: set[str]) -> dict[str, object]:
     """Group GEMM inputs whose leading (token) dims shape inference proves equal.
 
-    An input whose dims it cannot name is a group of its own: correct, one Shape more.
+    An input whose dims it cannot name is a group of its own: correct, three small ops more.
     """
     import onnx
 
