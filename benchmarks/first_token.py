@@ -14,28 +14,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks import study
-from benchmarks.data import load_stsb, passages
+from benchmarks.data import load_stsb
 from benchmarks.measure import median, timed
+from benchmarks.run import FULL, workload_texts
 from benchmarks.variants import Encode
 
 EXPORTS = {"first-token": False, "all-tokens": True}  # name → export_model(all_tokens=...)
-SHORT_TEXTS, LONG_TEXTS = 256, 16
+SHORT_TEXTS, LONG_TEXTS = FULL.workloads["short"].texts, FULL.workloads["long"].texts
 
 
 def _texts(tokenizer_path: Path) -> dict[str, list[str]]:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    sentences = load_stsb().sentences()
-    order = np.random.default_rng(0).permutation(len(sentences))
-    shuffled = [sentences[i] for i in order]
-    count = lambda texts: [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]  # noqa: E731
-    return {"short": shuffled[:SHORT_TEXTS], "long": passages(shuffled, count, 510, LONG_TEXTS)}
+    """The full benchmark's short and long texts (256 STS-B sentences, 16 passages of ~512 tokens)."""
+    texts = workload_texts(FULL, load_stsb().sentences(), tokenizer_path)
+    return {"short": texts["short"], "long": texts["long"]}
 
 
 def paired(first: Encode, every: Encode, texts: list[str], batch: int, passes: int) -> dict[str, float]:

@@ -118,6 +118,7 @@ def _op(node) -> str | None:
 def _walk_up(producer: dict, name: str, weights: set[str], graph_inputs: set[str]):
     passthrough = {"Mul", "Div", "Transpose", "Reshape", "Add", "Identity", "Cast"}
     node = producer.get(name)
+    static: dict[str, bool] = {}
     for _ in range(16):
         if node is None:
             break
@@ -126,7 +127,7 @@ def _walk_up(producer: dict, name: str, weights: set[str], graph_inputs: set[str
         if node.op_type not in passthrough:
             break
         # Follow the activation, not a constant operand (a scale, a bias, a target shape).
-        activations = [i for i in node.input if i and not _static(producer, graph_inputs, i, {})]
+        activations = [i for i in node.input if i and not _static(producer, graph_inputs, i, static)]
         if len(activations) != 1:
             break
         node = producer.get(activations[0])
