@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -29,9 +30,10 @@ _GRAPH_LOAD_ERRORS = (
 # Texts are sorted by length within a chunk of this many, so batches pad little; a chunk is
 # also the unit of streaming, which bounds memory for iterators of any length.
 DEFAULT_CHUNK_SIZE = 8192
-# Cap on padded tokens per session run: past it, activations spill out of the CPU caches and
-# throughput falls: GIST fp32, short texts at batch 128, 30 → 64 texts/s with this cap.
-DEFAULT_MAX_BATCH_TOKENS: int | None = 512
+# Cap on padded tokens per session run on the CPU: past it, activations spill out of the CPU
+# caches and throughput falls: GIST fp32, short texts at batch 128, 30 → 64 texts/s with this cap.
+# A GPU wants the opposite, runs as large as the batch allows, so CUDA sessions run uncapped.
+CPU_MAX_BATCH_TOKENS = 512
 
 
 def _choose_precision(precision: str, manifest: Manifest, on_cuda: bool) -> str:
@@ -49,6 +51,15 @@ def _choose_precision(precision: str, manifest: Manifest, on_cuda: bool) -> str:
             f"export with {'--quantize int8' if precision == 'int8' else '--fp16'} to add one"
         )
     return precision
+
+
+def token_cap(setting: int | Literal["auto"] | None, on_cuda: bool) -> int | None:
+    """The padded-token cap per session run that a ``max_batch_tokens`` setting means."""
+    if setting == "auto":
+        return None if on_cuda else CPU_MAX_BATCH_TOKENS
+    if setting is not None and (not isinstance(setting, int) or setting < 1):
+        raise ValueError(f"max_batch_tokens must be 'auto', None or an int >= 1, got {setting!r}")
+    return setting
 
 
 def _check_texts(texts: Sequence[object], offset: int = 0) -> None:
@@ -73,7 +84,8 @@ class Embedder:
         io_binding: run through ONNX Runtime's I/O binding, inputs copied to the session's device
             explicitly and the output allocated there; None turns it on for CUDA only.
         max_batch_tokens: cap on the padded tokens of one session run; batches of long texts are
-            split below ``batch_size`` to keep activations in the CPU caches.
+            split below ``batch_size`` to keep activations in the CPU caches. "auto" caps at 512
+            on the CPU and not at all on CUDA; None never caps.
     """
 
     def __init__(
@@ -84,10 +96,9 @@ class Embedder:
         threads: int | None = None,
         verify_checksums: bool = True,
         io_binding: bool | None = None,
-        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_tokens: int | Literal["auto"] | None = "auto",
     ) -> None:
         self.model_dir = Path(model_dir)
-        self.max_batch_tokens = max_batch_tokens
         self.manifest = read_manifest(self.model_dir)
         wants_cuda = providers_for(provider, ort.get_available_providers())[0] == CUDA
         self.precision = _choose_precision(precision, self.manifest, wants_cuda)
@@ -121,6 +132,7 @@ class Embedder:
         on_cuda = self.providers[0] == CUDA
         self._device = "cuda" if on_cuda else "cpu"
         self._io_binding = on_cuda if io_binding is None else io_binding
+        self.max_batch_tokens = token_cap(max_batch_tokens, on_cuda)
 
     @property
     def dim(self) -> int:

@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from gist_onnx import Embedder, ProviderError
+from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS, token_cap
 from gist_onnx.providers import CPU, CUDA, providers_for
 
 TEXTS = [f"sentence {i} " + "about things " * (i % 7) for i in range(37)]
@@ -92,6 +93,16 @@ def test_provider_resolution() -> None:
 def test_cuda_on_a_cpu_only_build_names_the_available_providers(tiny_export: Path) -> None:
     with pytest.raises(ProviderError, match=r"offers only \['.*CPUExecutionProvider'\]"):
         Embedder(tiny_export, provider="cuda")
+
+
+def test_token_cap_is_for_cpu_caches_only(tiny_export: Path) -> None:
+    assert Embedder(tiny_export).max_batch_tokens == CPU_MAX_BATCH_TOKENS
+    assert token_cap("auto", on_cuda=True) is None  # a GPU wants the largest runs the batch allows
+    assert token_cap(None, on_cuda=False) is None
+    assert token_cap(300, on_cuda=True) == 300
+    for bad in (0, -5, "512", 2.5):
+        with pytest.raises(ValueError, match="max_batch_tokens"):
+            token_cap(bad, on_cuda=False)
 
 
 def test_token_budget_splits_batches_without_changing_vectors(tiny_export: Path) -> None:
