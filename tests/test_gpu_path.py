@@ -69,3 +69,25 @@ def test_cuda_hints_name_the_likely_cause(monkeypatch: pytest.MonkeyPatch) -> No
 def test_info_shows_the_provider_in_use(fp16_export: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(["info", "-m", str(fp16_export), "--provider", "cpu"]) == 0
     assert "session:      fp32 on CPUExecutionProvider" in capsys.readouterr().out
+
+
+def test_gpu_benchmark_runs_its_whole_plan_on_the_cpu(tmp_path: Path, minilm_dir: Path) -> None:
+    """benchmarks/gpu.sh runs only where a GPU is lent; its logic is checked here, tiny and on the CPU."""
+    import json
+
+    from benchmarks import gpu
+
+    out = tmp_path / "out"
+    argv = ["--device", "cpu", "--tiny", "--work", str(tmp_path), "--tokenizer-from", str(minilm_dir)]
+    assert gpu.main([*argv, "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    variants = report["variants"]
+    assert set(variants) == {"pytorch-fp32", "pytorch-fp16", "gist-onnx-fp32", "gist-onnx-fp16", "gist-onnx-fp16-cap512"}
+    for name, figures in variants.items():
+        rows = {(r["workload"], r["batch_size"]) for r in figures["throughput"]}
+        assert rows == {(w, b) for w in ("short", "long") for b in gpu.BATCH_SIZES}, name
+        assert all(r["texts_per_s"] > 0 for r in figures["throughput"])
+        assert figures["latency_ms_short"]["p50"] > 0 and figures["latency_ms_long"]["p50"] > 0
+        # Every stack embeds the same model: fp32 agrees to rounding, fp16 to its precision.
+        assert figures["min_cosine_vs_pytorch_fp32_long"] > (0.99999 if "fp32" in name else 0.999), name
+    assert "| long | 128 |" in (out / "report.md").read_text()
