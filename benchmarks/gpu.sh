@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# GPU benchmark (under 8 minutes on an H100): PyTorch fp32/fp16 against gist-onnx fp32/fp16 on CUDA,
+# GPU benchmark (about 3 minutes on an H100: export 50 s, benchmark 100-130 s): PyTorch fp32/fp16 against gist-onnx fp32/fp16 on CUDA,
 # GIST architecture with random weights, batch 1/32/128, short and 512-token texts.
 #
 # Needs torch with CUDA. Everything else is installed here: from PyPI, or, on a machine with no
 # network, from a folder of wheels (WHEELS=/path; onnxruntime-gpu's wheel can be carried there in
 # parts and joined with `cat part-* > onnxruntime_gpu-….whl`). onnxruntime-gpu replaces onnxruntime:
 # both provide the same module, so the CPU one is removed first.
-#   bash benchmarks/gpu.sh                  # writes benchmarks/results/gpu/report.json
+#   bash benchmarks/gpu.sh                  # writes benchmarks/results/gpu/report.{json,md}
 #   WHEELS=/root/wheels bash benchmarks/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
