@@ -86,6 +86,8 @@ class Embedder:
         max_batch_tokens: cap on the padded tokens of one session run; batches of long texts are
             split below ``batch_size`` to keep activations in the CPU caches. "auto" caps at 512
             on the CPU and not at all on CUDA; None never caps.
+        session_options: ONNX Runtime's options for the session (profiling, logging, ...);
+            ``threads``, when given, sets their intra-op thread count.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Embedder:
         verify_checksums: bool = True,
         io_binding: bool | None = None,
         max_batch_tokens: int | Literal["auto"] | None = "auto",
+        session_options: ort.SessionOptions | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
@@ -117,7 +120,7 @@ class Embedder:
 
         graph = self.manifest.graphs[self.precision]
         graph_path = check_file(self.model_dir, graph.record, checksum=verify_checksums)
-        options = ort.SessionOptions()
+        options = session_options or ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
