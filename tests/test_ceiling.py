@@ -1,0 +1,40 @@
+"""The ceiling study's profile split finds exactly the encoder's weight GEMMs."""
+
+from __future__ import annotations
+
+import gc
+import json
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+from tokenizers import Tokenizer
+
+from benchmarks.ceiling import split_profile
+from gist_onnx import Embedder
+
+
+def test_profile_split_counts_the_weight_gemm_flops(tiny_export: Path, tiny_model: Path, tmp_path: Path) -> None:
+    config = json.loads((tiny_model / "config.json").read_text())
+    h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
+    texts = ["the cat sat on the mat"] * 4
+    tokenizer = Tokenizer.from_file(str(tiny_export / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokens = len(tokenizer.encode(texts[0]).ids)
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / "tiny")
+    embedder = Embedder(tiny_export, provider="cpu", precision="fp32", session_options=options)
+    for _ in range(2):  # a warm-up group, then the measured one
+        embedder.encode(texts)
+    del embedder
+    gc.collect()
+    (profile,) = tmp_path.glob("tiny_*.json")
+    split = split_profile(profile, groups=2)
+
+    rows, firsts = len(texts) * tokens, len(texts)
+    # Every layer projects Q, K, V and O (4h²) and runs the FFN (2hi) for every token, except the
+    # last: a CLS export computes its K and V for every token and the rest for the first token only.
+    macs = (layers - 1) * rows * (4 * h * h + 2 * h * i) + rows * 2 * h * h + firsts * (2 * h * h + 2 * h * i)
+    assert split["weight_gemm_gflop"] * 1e9 == pytest.approx(2 * macs, rel=1e-12)
+    assert split["weight_gemm_ms"] > 0 and split["rest_ms"] > 0
