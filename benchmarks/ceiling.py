@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks import study
 from benchmarks.data import load_stsb
-from benchmarks.measure import gemm_peak_gflops, median, timed
+from benchmarks.measure import best_peak, gemm_peak_gflops, median, timed
 from benchmarks.run import FULL, workload_texts
 
 # Ratios to PyTorch the issue asks for: throughput at least, latency at most.
@@ -103,7 +103,8 @@ def latency_pair(pytorch: Callable[[str], object], gist: Callable[[str], object]
     return median(samples["pytorch"]) * 1e3, median(samples["gist"]) * 1e3
 
 
-def measure_case(name: str, folder: Path, model_dir: Path, texts: dict[str, list[str]], peak: float, scratch: Path) -> dict[str, Any]:
+def measure_case(name: str, folder: Path, model_dir: Path, texts: dict[str, list[str]], scratch: Path) -> dict[str, Any]:
+    """PyTorch's and gist-onnx's times for one case, and gist-onnx's profile split."""
     import onnxruntime as ort
     from sentence_transformers import SentenceTransformer
 
@@ -136,22 +137,30 @@ def measure_case(name: str, folder: Path, model_dir: Path, texts: dict[str, list
     gc.collect()
     (profile,) = scratch.glob(f"{name}_*.json")
     split = split_profile(profile, groups)
-    gemm_ms, rest_ms = split["weight_gemm_ms"] / calls, split["rest_ms"] / calls
-    gflops = split["weight_gemm_gflop"] / split["weight_gemm_ms"] * 1e3
-    target = TARGETS[name]
-    result = {
+    return {
         "precision": precision, "workload": workload, "batch_size": batch, "texts": len(items),
-        "pytorch_ms": pytorch_ms, "gist_ms": gist_ms, "ratio": pytorch_ms / gist_ms, "target": target,
-        "weight_gemm_ms": gemm_ms, "rest_ms": rest_ms, "weight_gemm_share": gemm_ms / (gemm_ms + rest_ms),
-        "weight_gemm_gflops": gflops, "weight_gemm_of_peak": gflops / peak,
+        "pytorch_ms": pytorch_ms, "gist_ms": gist_ms, "target": TARGETS[name],
+        "weight_gemm_ms": split["weight_gemm_ms"] / calls, "rest_ms": split["rest_ms"] / calls,
+        "weight_gemm_gflop": split["weight_gemm_gflop"] / calls,
         "kernels_per_run" if batch == 1 else "kernels_per_pass": split["kernels_per_group"] / calls,
+    }  # fmt: skip
+
+
+def with_bounds(case: dict[str, Any], peak: float) -> dict[str, Any]:
+    """A case's ratio, its GEMMs against the peak, its ceilings and rest budgets."""
+    pytorch_ms, gemm_ms, target = case["pytorch_ms"], case["weight_gemm_ms"], case["target"]
+    gflops = case["weight_gemm_gflop"] / gemm_ms * 1e3
+    bounds = {
+        "ratio": pytorch_ms / case["gist_ms"],
+        "weight_gemm_share": gemm_ms / (gemm_ms + case["rest_ms"]),
+        "weight_gemm_gflops": gflops, "weight_gemm_of_peak": gflops / peak,
         "ceiling": pytorch_ms / gemm_ms, "rest_budget_ms": pytorch_ms / target - gemm_ms,
     }  # fmt: skip
-    if batch > 1:
+    if case["batch_size"] > 1:
         # Compute-bound: no fp32 code on this machine does the weight GEMMs faster than its peak.
-        at_peak_ms = split["weight_gemm_gflop"] / peak * 1e3
-        result |= {"ceiling_at_peak": pytorch_ms / at_peak_ms, "rest_budget_at_peak_ms": pytorch_ms / target - at_peak_ms}
-    return result
+        at_peak_ms = case["weight_gemm_gflop"] / peak * 1e3
+        bounds |= {"ceiling_at_peak": pytorch_ms / at_peak_ms, "rest_budget_at_peak_ms": pytorch_ms / target - at_peak_ms}
+    return case | bounds
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -163,7 +172,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"`python -m benchmarks.ceiling` on {results['cpu']}; {results['created']}. GIST's architecture with "
         f"random weights. GEMM peak this run: {results['gemm_peak']['peak_gflops']:.0f} GFLOP/s "
-        f"({results['gemm_peak']['shape']}). PyTorch and gist-onnx times: per workload pass (throughput, "
+        f"({results['gemm_peak']['shape']}, the better of a measurement before and after the cases). PyTorch and gist-onnx times: per workload pass (throughput, "
         f"median of {PASSES} interleaved passes) or per call (latency, p50 of {2 * LATENCY_TEXTS} calls each "
         "in alternating blocks). The split is ONNX Runtime's profiler's kernel time, the fastest of 3 "
         "profiled passes.",
@@ -206,10 +215,12 @@ def main(argv: list[str] | None = None) -> int:
         if not (folder / "manifest.json").is_file():
             export_model(str(gist), folder, quantize="int8", force=True)
         texts = workload_texts(FULL, load_stsb().sentences(), gist / "tokenizer.json")
-        peak = gemm_peak_gflops()
-        cases = {
-            name: measure_case(name, folder, gist, texts, peak["peak_gflops"], Path(scratch)) for name in CASES
-        }
+        first_peak = gemm_peak_gflops()
+        cases = {name: measure_case(name, folder, gist, texts, Path(scratch)) for name in CASES}
+        # A slow moment lowers a peak measurement, and the cases' GEMMs may then beat it: the
+        # better of a measurement before and after the cases counts.
+        peak = best_peak(first_peak, gemm_peak_gflops())
+        cases = {name: with_bounds(case, peak["peak_gflops"]) for name, case in cases.items()}
         results = {**study.header(), "gemm_peak": peak, "cases": cases}
     study.write(args.out, "ceiling", results, markdown(results))
     return 0
