@@ -79,6 +79,8 @@ def load_variants(model_dir: Path, onnx_dir: Path, device: str) -> dict[str, Enc
         "gist-onnx-fp16-cap512": Embedder(
             onnx_dir, provider=provider, precision="fp16", max_batch_tokens=CPU_MAX_BATCH_TOKENS
         ),
+        # No cap at all: do runs larger than CUDA's 16,384 tokens pay on this GPU?
+        "gist-onnx-fp16-uncapped": Embedder(onnx_dir, provider=provider, precision="fp16", max_batch_tokens=None),
     }
     for name, embedder in embedders.items():
         if provider == "cuda" and embedder.providers[0] != "CUDAExecutionProvider":

@@ -82,7 +82,7 @@ def test_gpu_benchmark_runs_its_whole_plan_on_the_cpu(tmp_path: Path, minilm_dir
     assert gpu.main([*argv, "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     variants = report["variants"]
-    assert set(variants) == {"pytorch-fp32", "pytorch-fp16", "gist-onnx-fp32", "gist-onnx-fp16", "gist-onnx-fp16-cap512"}
+    assert set(variants) == {"pytorch-fp32", "pytorch-fp16", "gist-onnx-fp32", "gist-onnx-fp16", "gist-onnx-fp16-cap512", "gist-onnx-fp16-uncapped"}
     for name, figures in variants.items():
         rows = {(r["workload"], r["batch_size"]) for r in figures["throughput"]}
         assert rows == {(w, b) for w in ("short", "long") for b in gpu.BATCH_SIZES}, name

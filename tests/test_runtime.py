@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from gist_onnx import Embedder, ProviderError
-from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS, token_cap
+from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS, CUDA_MAX_BATCH_TOKENS, token_cap
 from gist_onnx.providers import CPU, CUDA, providers_for
 
 TEXTS = [f"sentence {i} " + "about things " * (i % 7) for i in range(37)]
@@ -95,9 +95,9 @@ def test_cuda_on_a_cpu_only_build_names_the_available_providers(tiny_export: Pat
         Embedder(tiny_export, provider="cuda")
 
 
-def test_token_cap_is_for_cpu_caches_only(tiny_export: Path) -> None:
+def test_token_cap_depends_on_the_device(tiny_export: Path) -> None:
     assert Embedder(tiny_export).max_batch_tokens == CPU_MAX_BATCH_TOKENS
-    assert token_cap("auto", on_cuda=True) is None  # a GPU wants the largest runs the batch allows
+    assert token_cap("auto", on_cuda=True) == CUDA_MAX_BATCH_TOKENS  # a GPU wants far larger runs
     assert token_cap(None, on_cuda=False) is None
     assert token_cap(300, on_cuda=True) == 300
     for bad in (0, -5, "512", 2.5):
