@@ -2,13 +2,17 @@
 
 The folder is built in a hidden sibling and renamed into place only once it is complete and
 verified, so an interrupted or failed export never leaves a folder the runtime would load, and
-never damages the folder it was meant to replace.
+never damages the folder it was meant to replace. The hidden folder's name carries the host and
+process that build it, so a later export can delete the ones whose process died.
 """
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import shutil
+import socket
 import tempfile
 import warnings
 from datetime import datetime, timezone
@@ -51,6 +55,34 @@ def _check_target(output: Path, force: bool) -> None:
         raise ExportError(f"{output} is a file; pass a folder path to write the model into")
     if output.is_dir() and any(output.iterdir()) and not force:
         raise ExportError(f"{output} exists and is not empty; pass --force to replace it")
+
+
+def _partial_prefix(output: Path) -> str:
+    return f".{output.name}.partial-{socket.gethostname()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _remove_abandoned(output: Path) -> None:
+    """Delete the half-built folders of earlier exports to ``output`` whose process is gone.
+
+    Only this host's: on a shared file system another host's export may still be running. A
+    partial folder is never the only copy of anything (the old model is swapped out only once the
+    new one is whole), so deleting it loses nothing.
+    """
+    prefix = _partial_prefix(output)
+    for folder in output.parent.glob(glob.escape(prefix) + "*"):
+        pid = folder.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _publish(work: Path, output: Path) -> None:
@@ -110,7 +142,8 @@ def export_model(
     precisions = ["fp32"] + (["int8"] if quantize else []) + (["fp16"] if fp16 else [])
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    _remove_abandoned(output)
+    work = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(output)}{os.getpid()}-", dir=output.parent))
     work.chmod(0o755)  # mkdtemp makes it private; the published folder is an ordinary one
     try:
         build = work / "build"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,10 @@ def test_killed_export_leaves_the_old_folder_intact_and_nothing_loadable(tmp_pat
     for leftover in tmp_path.glob(".onnx.*"):
         with pytest.raises(ModelFolderError, match="never finished"):
             Embedder(leftover)
+
+    # The next export to the same folder deletes what the killed one left, and only that: a
+    # folder another live export is writing stays.
+    busy = tmp_path / f".onnx.partial-{socket.gethostname()}-{os.getpid()}-busy"
+    busy.mkdir()
+    assert cli(["export", str(tiny_model), "-o", str(out), "--force"]) == 0
+    assert [p.name for p in tmp_path.glob(".onnx.*")] == [busy.name]
