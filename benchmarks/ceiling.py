@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks import study
 from benchmarks.data import load_stsb
 from benchmarks.measure import best_peak, gemm_peak_gflops, median, timed
-from benchmarks.run import FULL, workload_texts
+from benchmarks.run import FULL, throughput, workload_texts
 
 # Ratios to PyTorch the issue asks for: throughput at least, latency at most.
 TARGETS = {
@@ -80,16 +80,6 @@ def split_profile(profile: Path, groups: int) -> dict[str, Any]:
     }
 
 
-def interleaved(first: Callable[[], object], second: Callable[[], object], passes: int) -> tuple[float, float]:
-    """Median seconds of two calls, run alternately ``passes`` times each after a warm-up."""
-    first(), second()
-    a, b = [], []
-    for _ in range(passes):
-        a.append(timed(first))
-        b.append(timed(second))
-    return median(a), median(b)
-
-
 def latency_pair(pytorch: Callable[[str], object], gist: Callable[[str], object], texts: list[str]) -> tuple[float, float]:
     """Single-text p50 of each, in alternating blocks of ``len(texts)`` calls (spinning threads
     of one would slow the other's next call if they alternated call by call)."""
@@ -119,10 +109,11 @@ def measure_case(name: str, folder: Path, model_dir: Path, texts: dict[str, list
         )
         calls = len(items)
     else:
-        pytorch_s, gist_s = interleaved(
-            lambda: torch_model.encode(items, batch_size=batch), lambda: gist.encode(items, batch_size=batch), PASSES
-        )
-        pytorch_ms, gist_ms, calls = pytorch_s * 1e3, gist_s * 1e3, 1
+        seconds = throughput(
+            {"pytorch": lambda t, b: torch_model.encode(t, batch_size=b), "gist": lambda t, b: gist.encode(t, batch_size=b)},
+            items, batch, PASSES,
+        )  # fmt: skip
+        pytorch_ms, gist_ms, calls = seconds["pytorch"] * 1e3, seconds["gist"] * 1e3, 1
 
     options = ort.SessionOptions()
     options.enable_profiling = True

