@@ -1,4 +1,5 @@
-"""Timing primitives: throughput, latency, the machine's GEMM peak, and a BERT's FLOP count."""
+"""Timing primitives: throughput, latency, batch independence, the machine's GEMM peak, and a
+BERT's FLOP count."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from benchmarks.common import Encode
 
 
 def timed(call: Callable[[], object]) -> float:
@@ -29,6 +32,59 @@ def latency_ms(encode_one: Callable[[str], object], texts: list[str], calls: int
         "calls": calls,
         "samples": [round(float(x), 3) for x in samples],
     }
+
+
+def alternating_latency(
+    encoders: dict[str, Callable[[str], object]], texts: list[str], calls: int, block: int = 10
+) -> dict[str, float]:
+    """Single-text p50 (ms) of each encoder, ``calls`` each, in blocks of ``block`` calls whose
+    order alternates.
+
+    Blocks, not single calls: each session's idle threads spin for a while after a call and
+    would slow the other's next call.
+    """
+    for text in texts[:5]:  # warm-up: first calls allocate
+        for encode in encoders.values():
+            encode(text)
+    samples: dict[str, list[float]] = {name: [] for name in encoders}
+    for start in range(0, calls, block):
+        order = list(encoders.items())
+        for name, encode in order if (start // block) % 2 == 0 else order[::-1]:
+            for index in range(start, min(start + block, calls)):
+                text = texts[index % len(texts)]
+                samples[name].append(timed(lambda e=encode, t=text: e(t)) * 1e3)
+    return {name: median(values) for name, values in samples.items()}
+
+
+def throughput(
+    encoders: dict[str, Encode], texts: list[str], batch_size: int, passes: int
+) -> dict[str, float]:
+    """Median seconds per pass of each encoder over ``texts``, passes interleaved.
+
+    Interleaving (pass 1 of every encoder, then pass 2, ...) spreads the machine's drift over
+    all of them alike, so ratios taken in one run are fair even on a noisy machine.
+    """
+    # A warm-up batch of the measured size, but at most a quarter of a pass: long texts are costly.
+    warm = texts[: max(1, min(batch_size, len(texts) // 4))]
+    for encode in encoders.values():
+        encode(warm, batch_size)
+    seconds: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(passes):
+        for name, encode in encoders.items():
+            seconds[name].append(timed(lambda e=encode: e(texts, batch_size)))
+    return {name: median(values) for name, values in seconds.items()}
+
+
+def batch_drift(encoders: dict[str, Encode], texts: list[str]) -> dict[str, dict[str, float]]:
+    """Cosine between each text's vector alone and in batches of 32 (1.0: batch mates don't matter)."""
+    from gist_onnx.export.verify import agreement
+
+    out = {}
+    for name, encode in encoders.items():
+        alone = np.concatenate([encode([text], 1) for text in texts])
+        found = agreement(alone, encode(texts, 32))
+        out[name] = {"min_cosine": found.min_cosine, "mean_cosine": found.mean_cosine, "texts": len(texts)}
+    return out
 
 
 def median(values: list[float]) -> float:
@@ -129,7 +185,9 @@ def weight_pass_ms(hidden: int, weights: int, tokens: int, repeats: int = 20) ->
     fp32_ms = median_ms(fp32, rng.standard_normal((tokens, hidden), dtype=np.float32))
     del fp32  # 4 bytes a weight: free it before the int8 copy is built
     int8 = session(
-        helper.make_node("MatMulIntegerToFloat", ["x", "w", "one", "w_scale", "zero"], ["y"], domain="com.microsoft"),
+        helper.make_node(
+            "MatMulIntegerToFloat", ["x", "w", "one", "w_scale", "zero"], ["y"], domain="com.microsoft"
+        ),
         [
             numpy_helper.from_array(rng.integers(-127, 128, (hidden, columns), dtype=np.int8), "w"),
             numpy_helper.from_array(np.array(1.0, np.float32), "one"),

@@ -20,11 +20,21 @@ def _find(rows: list[dict[str, Any]], workload: str, batch_size: int) -> dict[st
 
 def headline(model: dict[str, Any]) -> list[str]:
     """One row per variant: batch-32 throughput per workload, latency, start, memory, quality."""
-    workloads = list(dict.fromkeys(r["workload"] for r in next(iter(model["variants"].values()))["throughput"]))
-    head = ["variant"] + [f"{w} b{HEADLINE_BATCH} texts/s" for w in workloads] + [
-        "latency p50 / p95 / p99 ms", "cold start s", "peak RSS MiB", "STS-B x100", "min / mean cos to PyTorch",
-        "alone vs batch min cos",
-    ]  # fmt: skip
+    workloads = list(
+        dict.fromkeys(r["workload"] for r in next(iter(model["variants"].values()))["throughput"])
+    )
+    head = (
+        ["variant"]
+        + [f"{w} b{HEADLINE_BATCH} texts/s" for w in workloads]
+        + [
+            "latency p50 / p95 / p99 ms",
+            "cold start s",
+            "peak RSS MiB",
+            "STS-B x100",
+            "min / mean cos to PyTorch",
+            "alone vs batch min cos",
+        ]
+    )
     lines = [_row(head), _row(["---"] * len(head))]
     for name, v in model["variants"].items():
         cells = [name]
@@ -54,11 +64,13 @@ def floor_note(model: dict[str, Any]) -> list[str]:
     pytorch = variants[BASELINE]["latency_ms"]["p50"]
     return [
         f"Single-text floor: one GEMM pass over the encoder's {floor['weights'] / 1e6:.1f}M weight-GEMM "
-        f"parameters at {floor['tokens']} tokens (the short texts' median) takes {floor['fp32_ms']:.2f} ms in fp32 "
+        f"parameters at {floor['tokens']} tokens (the short texts' median) takes {floor['fp32_ms']:.2f} ms "
+        "in fp32 "
         f"and {floor['int8_ms']:.2f} ms in int8 here ({floor['fp32_ms'] / pytorch:.2f}x and "
         f"{floor['int8_ms'] / pytorch:.2f}x PyTorch's p50 of {pytorch:.1f} ms), before attention, LayerNorm "
         "and per-op overheads. Alone vs batch: each of the first "
-        f"{next(iter(variants.values()))['batch_drift']['texts']} short texts embedded alone and in batches of 32.",
+        f"{next(iter(variants.values()))['batch_drift']['texts']} short texts embedded alone and in batches "
+        "of 32.",
     ]
 
 
@@ -67,10 +79,20 @@ def detail(model: dict[str, Any]) -> list[str]:
     lines = [_row(head), _row(["---"] * len(head))]
     for name, v in model["variants"].items():
         for r in v["throughput"]:
-            lines.append(_row([
-                name, r["workload"], str(r["batch_size"]), f"{r['texts_per_s']:.1f}", f"{r['tokens_per_s']:.0f}",
-                f"{r['vs_pytorch']:.2f}", f"{r['gflops']:.1f}", f"{100 * r['fraction_of_gemm_peak']:.0f}%",
-            ]))  # fmt: skip
+            lines.append(
+                _row(
+                    [
+                        name,
+                        r["workload"],
+                        str(r["batch_size"]),
+                        f"{r['texts_per_s']:.1f}",
+                        f"{r['tokens_per_s']:.0f}",
+                        f"{r['vs_pytorch']:.2f}",
+                        f"{r['gflops']:.1f}",
+                        f"{100 * r['fraction_of_gemm_peak']:.0f}%",
+                    ]
+                )
+            )
     return lines
 
 
@@ -85,10 +107,15 @@ def markdown(report: dict[str, Any]) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".",
         "",
         f"GEMM peak: {peak['peak_gflops']:.0f} GFLOP/s fp32 (best of numpy {peak['numpy_gflops']:.0f} and "
-        f"ONNX Runtime {peak['onnxruntime_gflops']:.0f}, {peak['shape']}, all cores; the better of a measurement before and one after the workloads). GFLOP/s below count the "
+        f"ONNX Runtime {peak['onnxruntime_gflops']:.0f}, {peak['shape']}, all cores; the better of a "
+        "measurement before and one after the workloads). GFLOP/s below count the "
         "useful FLOPs of the real (unpadded) tokens.",
         "",
-        "Install footprint: " + "; ".join(f"{k} {v['mib']:.0f} MiB ({len(v['packages'])} packages)" for k, v in report["footprint"].items()) + ".",
+        "Install footprint: "
+        + "; ".join(
+            f"{k} {v['mib']:.0f} MiB ({len(v['packages'])} packages)" for k, v in report["footprint"].items()
+        )
+        + ".",
         "",
         f"Throughput is the median of {report['plan']['passes']} timed passes after a warm-up, passes "
         "interleaved across variants; ratios are to pytorch-fp32 in this same run. Latency is one text "
@@ -131,7 +158,12 @@ def charts(report: dict[str, Any], out: Path) -> list[Path]:
         for ax, workload in zip(axes[0], workloads):
             for variant, v in variants.items():
                 rows = [r for r in v["throughput"] if r["workload"] == workload]
-                ax.plot([r["batch_size"] for r in rows], [r["texts_per_s"] for r in rows], marker="o", label=variant)
+                ax.plot(
+                    [r["batch_size"] for r in rows],
+                    [r["texts_per_s"] for r in rows],
+                    marker="o",
+                    label=variant,
+                )
             ax.set_xscale("log", base=2)
             ax.set_xlabel("batch size")
             ax.set_ylabel("texts/s")

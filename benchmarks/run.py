@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -19,18 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.data import StsPairs, passages, stsb_spearman
-from benchmarks.measure import bert_flops, latency_ms, median, timed, weight_gemm_params, weight_pass_ms
-from benchmarks.variants import BASELINE, SPECS, Encode, Prepared, load, prepare
-
-
-@dataclass(frozen=True)
-class Workload:
-    """A set of texts to embed: how many, how long, and at which batch sizes."""
-
-    texts: int
-    token_budget: int | None  # None: single STS-B sentences; else sentences joined up to this
-    batch_sizes: tuple[int, ...]
+from benchmarks.common import Encode
+from benchmarks.corpus import StsPairs, Workload, stsb_spearman, token_lengths, workload_texts
+from benchmarks.measure import (
+    batch_drift,
+    bert_flops,
+    latency_ms,
+    throughput,
+    weight_gemm_params,
+    weight_pass_ms,
+)
+from benchmarks.variants import BASELINE, SPECS, Prepared, load, prepare
 
 
 @dataclass(frozen=True)
@@ -54,16 +52,24 @@ FULL = Plan(
         "medium": Workload(32, 126, (1, 8, 32)),
         "long": Workload(16, 510, (16,)),
     },
-    passes=3, latency_calls=200, quality_pairs=None, rss_texts=32, drift_texts=128,
-)  # fmt: skip
+    passes=3,
+    latency_calls=200,
+    quality_pairs=None,
+    rss_texts=32,
+    drift_texts=128,
+)
 QUICK = Plan(
     {
         "short": Workload(64, None, (1, 8, 32)),
         "medium": Workload(16, 126, (8,)),
         "long": Workload(8, 510, (8,)),
     },
-    passes=3, latency_calls=200, quality_pairs=300, rss_texts=16, drift_texts=32,
-)  # fmt: skip
+    passes=3,
+    latency_calls=200,
+    quality_pairs=300,
+    rss_texts=16,
+    drift_texts=32,
+)
 # Quality on random weights means nothing: their figures are parity checks on a sample.
 RANDOM_WEIGHT_QUALITY_PAIRS = 256
 
@@ -74,81 +80,6 @@ class ModelCase:
     folder: Path
     about: str
     real_weights: bool
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
-    import onnxruntime as ort
-
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "simd": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}),
-        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "python": platform.python_version(),
-        "onnxruntime_providers": ort.get_available_providers(),
-    }
-
-
-def versions() -> dict[str, str]:
-    from export.pipeline import TOOLS, tool_versions
-
-    return tool_versions([*TOOLS, "numpy"])
-
-
-def workload_texts(plan: Plan, sentences: list[str], tokenizer_path: Path) -> dict[str, list[str]]:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-
-    def count(texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
-
-    # A fixed shuffle: every genre of STS-B, not just the first file's captions.
-    order = np.random.default_rng(0).permutation(len(sentences))
-    shuffled = [sentences[i] for i in order]
-    texts = {}
-    for name, workload in plan.workloads.items():
-        if workload.token_budget is None:
-            texts[name] = shuffled[: workload.texts]
-        else:
-            texts[name] = passages(shuffled, count, workload.token_budget, workload.texts)
-    return texts
-
-
-def token_lengths(texts: list[str], tokenizer_path: Path, max_len: int) -> list[int]:
-    """Real tokens per text as the model sees them: special tokens in, truncated."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_path))
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_len)
-    return [len(e.ids) for e in tokenizer.encode_batch(texts)]
-
-
-def throughput(
-    encoders: dict[str, Encode], texts: list[str], batch_size: int, passes: int
-) -> dict[str, float]:
-    """Median seconds per pass of each variant over ``texts``, passes interleaved."""
-    # A warm-up batch of the measured size, but at most a quarter of a pass: long texts are costly.
-    warm = texts[: max(1, min(batch_size, len(texts) // 4))]
-    for encode in encoders.values():
-        encode(warm, batch_size)
-    seconds: dict[str, list[float]] = {name: [] for name in encoders}
-    for _ in range(passes):
-        for name, encode in encoders.items():
-            seconds[name].append(timed(lambda e=encode: e(texts, batch_size)))
-    return {name: median(values) for name, values in seconds.items()}
 
 
 def set_peak_fractions(report: dict[str, Any], peak_gflops: float) -> None:
@@ -173,8 +104,11 @@ def cold_start(spec_name: str, prepared: Prepared, texts: list[str], batch_size:
     start = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.coldstart", handle.name],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     assert process.stdout is not None
     first = None
     last = ""
@@ -188,23 +122,9 @@ def cold_start(spec_name: str, prepared: Prepared, texts: list[str], batch_size:
     return {"cold_start_s": first, **json.loads(last)}
 
 
-def batch_drift(encoders: dict[str, Encode], texts: list[str]) -> dict[str, dict[str, float]]:
-    """Cosine between each text's vector alone and in batches of 32 (1.0: batch mates don't matter)."""
-    from export.verify import agreement
-
-    out = {}
-    for name, encode in encoders.items():
-        alone = np.concatenate([encode([text], 1) for text in texts])
-        found = agreement(alone, encode(texts, 32))
-        out[name] = {"min_cosine": found.min_cosine, "mean_cosine": found.mean_cosine, "texts": len(texts)}
-    return out
-
-
-def quality(
-    encoders: dict[str, Encode], pairs: StsPairs, reference_name: str
-) -> dict[str, dict[str, float]]:
+def quality(encoders: dict[str, Encode], pairs: StsPairs, reference_name: str) -> dict[str, dict[str, float]]:
     """STS-B Spearman x100 per variant, and min/mean cosine to the reference's vectors."""
-    from export.verify import agreement
+    from gist_onnx.export.verify import agreement
 
     sentences = pairs.sentences()
     vectors = {name: encode(sentences, 32) for name, encode in encoders.items()}
@@ -227,28 +147,42 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
     manifest = json.loads((prepared.gist_dirs["gist-onnx"] / "manifest.json").read_text())
     tokenizer_path = prepared.gist_dirs["gist-onnx"] / "tokenizer.json"
     encoders = {spec.name: load(spec, prepared) for spec in SPECS}
-    texts = workload_texts(plan, stsb.sentences(), tokenizer_path)
-    variants: dict[str, dict[str, Any]] = {spec.name: {"stack": spec.stack, "precision": spec.precision, "note": spec.note, "throughput": []} for spec in SPECS}
+    texts = workload_texts(plan.workloads, stsb.sentences(), tokenizer_path)
+    variants: dict[str, dict[str, Any]] = {
+        spec.name: {"stack": spec.stack, "precision": spec.precision, "note": spec.note, "throughput": []}
+        for spec in SPECS
+    }
 
     for workload, workload_texts_ in texts.items():
         lengths = token_lengths(workload_texts_, tokenizer_path, manifest["max_seq_length"])
         flops = bert_flops(config, lengths)
         for batch_size in plan.workloads[workload].batch_sizes:
-            log(f"[{case.name}] throughput: {workload} ({len(workload_texts_)} texts, mean {np.mean(lengths):.0f} tokens), batch {batch_size}")
+            log(
+                f"[{case.name}] throughput: {workload} ({len(workload_texts_)} texts, mean "
+                f"{np.mean(lengths):.0f} tokens), batch {batch_size}"
+            )
             seconds = throughput(encoders, workload_texts_, batch_size, plan.passes)
             for name, value in seconds.items():
-                variants[name]["throughput"].append({
-                    "workload": workload, "batch_size": batch_size, "texts": len(workload_texts_),
-                    "mean_tokens": float(np.mean(lengths)), "seconds": value,
-                    "texts_per_s": len(workload_texts_) / value, "tokens_per_s": sum(lengths) / value,
-                    "gflops": flops / value / 1e9,
-                    "vs_pytorch": seconds[BASELINE] / value,
-                })  # fmt: skip
+                variants[name]["throughput"].append(
+                    {
+                        "workload": workload,
+                        "batch_size": batch_size,
+                        "texts": len(workload_texts_),
+                        "mean_tokens": float(np.mean(lengths)),
+                        "seconds": value,
+                        "texts_per_s": len(workload_texts_) / value,
+                        "tokens_per_s": sum(lengths) / value,
+                        "gflops": flops / value / 1e9,
+                        "vs_pytorch": seconds[BASELINE] / value,
+                    }
+                )
 
     log(f"[{case.name}] single-text latency, {plan.latency_calls} calls each")
     samples_source = texts["short"]
     for name, encode in encoders.items():
-        variants[name]["latency_ms"] = latency_ms(lambda t, e=encode: e([t], 1), samples_source, plan.latency_calls)
+        variants[name]["latency_ms"] = latency_ms(
+            lambda t, e=encode: e([t], 1), samples_source, plan.latency_calls
+        )
     base_p50 = variants[BASELINE]["latency_ms"]["p50"]
     for name in variants:
         variants[name]["latency_ms"]["p50_vs_pytorch"] = variants[name]["latency_ms"]["p50"] / base_p50
@@ -277,7 +211,16 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
         variants[name]["peak_rss_vs_pytorch"] = variants[name]["peak_rss_mib"] / base["peak_rss_mib"]
     return {
         "about": case.about,
-        "config": {k: config[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")},
+        "config": {
+            k: config[k]
+            for k in (
+                "hidden_size",
+                "num_hidden_layers",
+                "num_attention_heads",
+                "intermediate_size",
+                "vocab_size",
+            )
+        },
         "pooling": manifest["pooling"],
         "max_seq_length": manifest["max_seq_length"],
         "quality_pairs": len(pairs.first),

@@ -7,14 +7,13 @@ Each variant is built from one sentence-transformers model folder and exposes th
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-Encode = Callable[[list[str], int], np.ndarray]
+from benchmarks.common import Encode
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,39 @@ EXPORTS: dict[str, dict[str, Any]] = {
 SPECS = [
     VariantSpec("pytorch-fp32", "pytorch", "fp32", "sentence-transformers on torch (the model card's way)"),
     VariantSpec("st-onnx-fp32", "st-onnx", "fp32", "sentence-transformers backend='onnx'"),
-    VariantSpec("st-onnx-int8", "st-onnx", "int8", "sentence-transformers export_dynamic_quantized_onnx_model"),
-    VariantSpec("gist-onnx-fp32", "gist-onnx", "fp32", "gist-onnx default export (ONNX Runtime fuses at session start)", "gist-onnx"),
-    VariantSpec("gist-onnx-fp32-O2", "gist-onnx", "fp32", "gist-onnx --optimize O2 (transformer fusions applied at export)", "gist-onnx-O2"),
-    VariantSpec("gist-onnx-int8", "gist-onnx", "int8", "gist-onnx --quantize int8 (per-token scales, smoothed, every weight GEMM int8)", "gist-onnx"),
-    VariantSpec("gist-onnx-int8-per-tensor", "gist-onnx", "int8", "gist-onnx --quantize int8 --int8-scales per-tensor (ONNX Runtime's dynamic quantization, Q/K/V fp32)", "gist-onnx-per-tensor"),
-]  # fmt: skip
+    VariantSpec(
+        "st-onnx-int8", "st-onnx", "int8", "sentence-transformers export_dynamic_quantized_onnx_model"
+    ),
+    VariantSpec(
+        "gist-onnx-fp32",
+        "gist-onnx",
+        "fp32",
+        "gist-onnx default export (ONNX Runtime fuses at session start)",
+        "gist-onnx",
+    ),
+    VariantSpec(
+        "gist-onnx-fp32-O2",
+        "gist-onnx",
+        "fp32",
+        "gist-onnx --optimize O2 (transformer fusions applied at export)",
+        "gist-onnx-O2",
+    ),
+    VariantSpec(
+        "gist-onnx-int8",
+        "gist-onnx",
+        "int8",
+        "gist-onnx --quantize int8 (per-token scales, smoothed, every weight GEMM int8)",
+        "gist-onnx",
+    ),
+    VariantSpec(
+        "gist-onnx-int8-per-tensor",
+        "gist-onnx",
+        "int8",
+        "gist-onnx --quantize int8 --int8-scales per-tensor (ONNX Runtime's dynamic quantization, Q/K/V "
+        "fp32)",
+        "gist-onnx-per-tensor",
+    ),
+]
 BASELINE = "pytorch-fp32"
 
 
@@ -58,34 +84,45 @@ class Prepared:
     def to_json(self) -> dict[str, Any]:
         """Plain JSON, for a variant loaded in another process."""
         return {
-            "model_dir": str(self.model_dir), "st_onnx_dir": str(self.st_onnx_dir),
-            "st_int8_file": self.st_int8_file, "gist_dirs": {k: str(v) for k, v in self.gist_dirs.items()},
-        }  # fmt: skip
+            "model_dir": str(self.model_dir),
+            "st_onnx_dir": str(self.st_onnx_dir),
+            "st_int8_file": self.st_int8_file,
+            "gist_dirs": {k: str(v) for k, v in self.gist_dirs.items()},
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Prepared:
         return cls(
-            Path(data["model_dir"]), Path(data["st_onnx_dir"]), data["st_int8_file"],
+            Path(data["model_dir"]),
+            Path(data["st_onnx_dir"]),
+            data["st_int8_file"],
             {k: Path(v) for k, v in data["gist_dirs"].items()},
-        )  # fmt: skip
+        )
 
 
-def prepare(model_dir: Path, work: Path, quantize_preset: str) -> Prepared:
-    """Export the model for sentence-transformers' ONNX backend and for gist-onnx."""
+def prepare(model_dir: Path, work: Path, st_preset: str) -> Prepared:
+    """Export the model for sentence-transformers' ONNX backend (its int8 for ``st_preset``, an
+    instruction set) and for gist-onnx (its defaults: a portable int8 graph)."""
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
-    from export import export_model
+    from gist_onnx.export import export_model
 
     st_dir = work / "st-onnx"
     if not (st_dir / "onnx" / "model.onnx").is_file():
         shutil.rmtree(st_dir, ignore_errors=True)
         model = SentenceTransformer(str(model_dir), device="cpu", backend="onnx")
         model.save(str(st_dir))
-        export_dynamic_quantized_onnx_model(model, quantize_preset, str(st_dir))
-    (int8_file,) = sorted(p.relative_to(st_dir).as_posix() for p in (st_dir / "onnx").glob("model_qint8_*.onnx"))
+        export_dynamic_quantized_onnx_model(model, st_preset, str(st_dir))
+    # Named by the preset's weight type: model_qint8_avx512_vnni.onnx, model_quint8_avx2.onnx, ...
+    found = sorted(p.relative_to(st_dir).as_posix() for p in (st_dir / "onnx").glob("model_q*int8_*.onnx"))
+    if len(found) != 1:
+        raise RuntimeError(
+            f"expected one int8 graph from sentence-transformers in {st_dir / 'onnx'}, found {found}"
+        )
+    int8_file = found[0]
     for name, options in EXPORTS.items():
         if not (work / name / "manifest.json").is_file():
-            export_model(str(model_dir), work / name, quantize_preset=quantize_preset, force=True, **options)
+            export_model(str(model_dir), work / name, force=True, **options)
     return Prepared(model_dir, st_dir, int8_file, {name: work / name for name in EXPORTS})
 
 

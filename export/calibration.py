@@ -55,7 +55,9 @@ CALIBRATION_TEXTS = [
 ]
 
 
-def calibration_batches(tokenizer: Path, max_seq_length: int, inputs: list[str]) -> list[dict[str, np.ndarray]]:
+def calibration_batches(
+    tokenizer: Path, max_seq_length: int, inputs: list[str]
+) -> list[dict[str, np.ndarray]]:
     """The calibration texts as the runtime feeds them: tokenized, padded, in batches of 8."""
     from gist_onnx.tokenize import TextTokenizer
 

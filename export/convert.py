@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export.per_token import SMOOTHING_ALPHA, channel_maxima, quantize_per_token
+from gist_onnx.cpu import EXACT_EVERYWHERE_BITS, cpu_flags, exact_weight_bits, is_arm
+from gist_onnx.export.per_token import SMOOTHING_ALPHA, channel_maxima, quantize_per_token
+from gist_onnx.options import INT8_SCALES, OPTIMIZE_LEVELS, QUANTIZE_PRESETS
 
-OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
-QUANTIZE_PRESETS = ("auto", "avx2", "avx512", "avx512_vnni", "arm64")
-ACTIVATION_SCALES = ("per-token", "per-tensor")
-# INT8 designs, measured side by side by `python -m benchmarks.int8_levers` (README, "Performance"):
+# INT8 designs, measured side by side by `python -m benchmarks.studies.int8_levers` (README, "Performance"):
 #   per-token (default): one activation scale per token computed in the graph, SmoothQuant
 #     smoothing, every weight GEMM int8. Batch-independent, the closest to fp32, the fastest.
 #   per-tensor: ONNX Runtime's dynamic quantization, one scale per batch tensor, with the Q/K/V
@@ -81,41 +80,40 @@ class QuantizeSettings:
     preset: str
     weight_type: str
     per_channel: bool
-    reduce_range: bool
+    reduce_range: bool  # 7-bit weights: exact on every CPU (gist_onnx/cpu.py says why)
+    weight_bits: int
     activations: str  # "per-token" or "per-tensor" activation scales
     qkv: bool  # the Q/K/V projections are int8 too
     smoothing: float | None  # SmoothQuant's alpha, or None for no smoothing
 
 
-def detect_preset() -> str:
-    """The instruction-set preset for this machine, from the CPU flags."""
-    import platform
-
-    if platform.machine().lower() in ("arm64", "aarch64"):
+def detect_preset(flags: frozenset[str] | None = None, machine: str | None = None) -> str:
+    """The instruction-set preset for a CPU (this machine's by default), from its flags."""
+    if is_arm(machine):
         return "arm64"
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "avx2"
-    if "avx512_vnni" in flags or "avx_vnni" in flags:
+    flags = cpu_flags() if flags is None else flags
+    if exact_weight_bits(flags or frozenset(), machine) == 8:
         return "avx512_vnni"
-    return "avx512" if "avx512f" in flags else "avx2"
+    return "avx512" if flags and "avx512f" in flags else "avx2"
 
 
 def quantize_settings(preset: str, activations: str = "per-token") -> QuantizeSettings:
-    """Settings for a preset: signed per-channel weights; 7-bit weights where u8×s8 saturates."""
+    """Settings for a preset: signed per-channel weights, 7 bits unless the preset names a CPU
+    that multiplies 8-bit weights exactly (VNNI or ARM).
+
+    "portable" (the default) keeps 7-bit weights so that one export runs exactly on any CPU of
+    a fleet; "auto" takes this machine's preset, and its 8 bits where it can.
+    """
     if preset not in QUANTIZE_PRESETS:
         raise ValueError(f"quantization preset must be one of {QUANTIZE_PRESETS}, got {preset!r}")
-    if activations not in ACTIVATION_SCALES:
-        raise ValueError(f"activation scales must be one of {ACTIVATION_SCALES}, got {activations!r}")
+    if activations not in INT8_SCALES:
+        raise ValueError(f"activation scales must be one of {INT8_SCALES}, got {activations!r}")
     if preset == "auto":
         preset = detect_preset()
-    # Without VNNI, x86's u8×s8 multiply-add (vpmaddubsw) can saturate its int16 sums; 7-bit
-    # weights (reduce_range) avoid that. VNNI and ARM accumulate in int32 and need no such care.
-    reduce_range = preset in ("avx2", "avx512")
+    bits = 8 if preset in ("avx512_vnni", "arm64") else EXACT_EVERYWHERE_BITS
     per_token = activations == "per-token"
     smoothing = SMOOTHING_ALPHA if per_token else None
-    return QuantizeSettings(preset, "QInt8", True, reduce_range, activations, per_token, smoothing)
+    return QuantizeSettings(preset, "QInt8", True, bits < 8, bits, activations, per_token, smoothing)
 
 
 def weight_gemms(graph: Path, qkv: bool) -> list[str]:
@@ -148,13 +146,15 @@ def quantize_int8(
     nodes = weight_gemms(graph_in, settings.qkv)
     if settings.activations == "per-token":
         maxima = channel_maxima(graph_in, nodes, calibration) if settings.smoothing else None
-        quantize_per_token(graph_in, graph_out, nodes, 7 if settings.reduce_range else 8, maxima)
+        quantize_per_token(graph_in, graph_out, nodes, settings.weight_bits, maxima)
     else:
         _quantize_per_tensor(graph_in, graph_out, nodes, settings)
     return {"method": "dynamic", **asdict(settings), "quantized_gemms": len(nodes)}
 
 
-def _quantize_per_tensor(graph_in: Path, graph_out: Path, nodes: list[str], settings: QuantizeSettings) -> None:
+def _quantize_per_tensor(
+    graph_in: Path, graph_out: Path, nodes: list[str], settings: QuantizeSettings
+) -> None:
     """ONNX Runtime's dynamic quantization: one activation scale per tensor, set at run time."""
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic

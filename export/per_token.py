@@ -29,7 +29,9 @@ ZERO_POINT = QMAX_ACTIVATION + 1  # uint8 activations, symmetric around it
 SMOOTHING_ALPHA = 0.5  # SmoothQuant's default: the range is split evenly between x and W
 
 
-def channel_maxima(graph: Path, gemms: list[str], batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def channel_maxima(
+    graph: Path, gemms: list[str], batches: list[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """max |x_c| of each named GEMM's input x, per feature channel, over the real tokens of ``batches``."""
     import onnx
     import onnxruntime as ort
@@ -170,7 +172,9 @@ def quantize_per_token(
     onnx.save(model, str(graph_out))
 
 
-def _smoothing(graph, initializers: dict, wanted: set[str], channel_max: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _smoothing(
+    graph, initializers: dict, wanted: set[str], channel_max: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """s_c per GEMM input; GEMMs that share an input (Q, K, V) share its s from their joint max |W_c|."""
     from onnx import numpy_helper
 
@@ -196,7 +200,10 @@ def _row_groups(model, activations: set[str]) -> dict[str, object]:
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    known = {v.name: v.type.tensor_type.shape.dim for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    known = {
+        v.name: v.type.tensor_type.shape.dim
+        for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+    }
     groups: dict[str, object] = {}
     for name in activations:
         dims = known.get(name, [])

@@ -19,24 +19,21 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from export.calibration import CALIBRATION_TEXTS, calibration_batches
-from export.convert import optimize, quantize_int8, quantize_settings, to_fp16, to_onnx
-from export.first_token import GraphShapeError, keep_first_token
-from export.source import resolve_source
-from export.st_config import read_sentence_config
-from export.verify import MIN_COSINE, PROBES, reference_vectors, verify
-from gist_onnx.cli import DEFAULT_MODEL
+from gist_onnx.errors import ExportError
+from gist_onnx.export.calibration import CALIBRATION_TEXTS, calibration_batches
+from gist_onnx.export.convert import optimize, quantize_int8, quantize_settings, to_fp16, to_onnx
+from gist_onnx.export.first_token import GraphShapeError, keep_first_token
+from gist_onnx.export.source import resolve_source
+from gist_onnx.export.st_config import read_sentence_config
+from gist_onnx.export.verify import MIN_COSINE, PROBES, reference_vectors, verify
 from gist_onnx.manifest import MANIFEST_NAME, GraphRecord, Manifest, file_record
+from gist_onnx.options import DEFAULT_MODEL
 
 GRAPH_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
 TOOLS = [
     "gist-onnx", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
     "sentence-transformers", "tokenizers",
 ]  # fmt: skip
-
-
-class ExportError(RuntimeError):
-    """The export cannot start or did not produce a valid folder; nothing was written."""
 
 
 def tool_versions(names: list[str] = TOOLS) -> dict[str, str]:
@@ -209,9 +206,7 @@ def export_model(
             {
                 "probes": len(PROBES),
                 "reference": "sentence-transformers, torch fp32, CPU",
-                "thresholds_overridden": {
-                    k: v for k, v in thresholds.items() if MIN_COSINE.get(k) != v
-                },
+                "thresholds_overridden": {k: v for k, v in thresholds.items() if MIN_COSINE.get(k) != v},
                 "results": results,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             }

@@ -60,7 +60,11 @@ MODULE_TYPES = {
         "Normalize": "sentence_transformers.sentence_transformer.modules.normalize.Normalize",
     },
 }
-POOLING_FLAGS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
+POOLING_FLAGS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "max": "pooling_mode_max_tokens",
+}
 
 
 def write_sentence_config(folder: Path, dim: int, pooling: str, layout: str = "hub") -> None:

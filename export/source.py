@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gist_onnx.errors import ExportError
 
-class ModelUnavailableError(RuntimeError):
+
+class ModelUnavailableError(ExportError):
     """The model is neither a local folder nor reachable on (or cached from) the hub."""
 
 

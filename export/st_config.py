@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gist_onnx.errors import ExportError
+
 # Old-style boolean flags → our pooling mode names.
 _FLAG_MODES = {
     "pooling_mode_cls_token": "cls",
@@ -26,7 +28,7 @@ _FLAG_MODES = {
 SUPPORTED_POOLING = ("cls", "mean", "max")
 
 
-class SentenceConfigError(ValueError):
+class SentenceConfigError(ExportError):
     """The model folder's sentence-transformers config is missing, unreadable or unsupported."""
 
 
@@ -68,9 +70,7 @@ def _pooling_mode(config: dict[str, Any], path: Path) -> str:
         raise SentenceConfigError(f"{path} has pooling_mode {mode!r}; expected one of {SUPPORTED_POOLING}")
     mode = {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}.get(mode, mode)
     if mode not in SUPPORTED_POOLING:
-        raise SentenceConfigError(
-            f"{path} asks for {mode!r} pooling; gist-onnx supports {SUPPORTED_POOLING}"
-        )
+        raise SentenceConfigError(f"{path} asks for {mode!r} pooling; gist-onnx supports {SUPPORTED_POOLING}")
     return mode
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gist_onnx.errors import ExportError
 from gist_onnx.pooling import normalize
 
 # The one place the acceptance thresholds live: min cosine to PyTorch fp32 on the probe set.
@@ -29,7 +30,7 @@ PROBES = [
 ]
 
 
-class VerificationError(RuntimeError):
+class VerificationError(ExportError):
     """The exported graph's vectors are too far from sentence-transformers'."""
 
 

@@ -1,4 +1,7 @@
-"""`gist-onnx`: export a model, embed texts with it, or describe an exported folder."""
+"""`gist-onnx`: export a model, embed texts with it, or describe an exported folder.
+
+Every error a user can cause ends in one line on stderr and a non-zero exit, never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from gist_onnx.errors import GistOnnxError
-from gist_onnx.manifest import read_manifest
+from gist_onnx.manifest import Manifest, read_manifest
+from gist_onnx.options import (
+    DEFAULT_MODEL,
+    INT8_SCALES,
+    OPTIMIZE_LEVELS,
+    PRECISIONS,
+    PROVIDERS,
+    QUANTIZE_PRESETS,
+)
 
-DEFAULT_MODEL = "avsolatorio/GIST-Embedding-v0"
 # Inputs at least this long get a progress bar on stderr.
 PROGRESS_THRESHOLD = 256
 
@@ -23,7 +33,19 @@ def _min_cosine(value: str) -> tuple[str, float]:
     try:
         return precision, float(number)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected PRECISION=VALUE such as fp32=0.9999, got {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected PRECISION=VALUE such as fp32=0.9999, got {value!r}"
+        ) from None
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -34,13 +56,31 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "optimize and optionally quantize it, verify it against PyTorch, and write a "
         "self-contained model folder. Needs the `export` extra.",
     )
-    p.add_argument("model", nargs="?", default=DEFAULT_MODEL, help=f"hub id or local folder (default: {DEFAULT_MODEL})")
+    p.add_argument(
+        "model", nargs="?", default=DEFAULT_MODEL, help=f"hub id or local folder (default: {DEFAULT_MODEL})"
+    )
     p.add_argument("-o", "--output", required=True, type=Path, help="folder to write")
     p.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    p.add_argument("--optimize", default="none", choices=["none", "O1", "O2", "O3"], help="offline optimization of the fp32 graph (default: none: ONNX Runtime fuses at session start, which measured fastest on CPUs; O2: transformer fusions; O3: plus approximate GELU)")
-    p.add_argument("--quantize", choices=["int8"], help="also write an INT8 graph (weights int8 now, activation scales at run time)")
-    p.add_argument("--int8-scales", default="per-token", choices=["per-token", "per-tensor"], help="with --quantize: activation scales per token (default: smoothed, every weight GEMM int8, a text's vector does not depend on its batch mates) or one per batch tensor (ONNX Runtime's dynamic quantization, Q/K/V kept fp32)")
-    p.add_argument("--quantize-preset", default="auto", choices=["auto", "avx2", "avx512", "avx512_vnni", "arm64"], help="instruction-set preset for INT8 (default: this machine's)")
+    p.add_argument(
+        "--optimize", default="none", choices=OPTIMIZE_LEVELS,
+        help="offline optimization of the fp32 graph (default: none, ONNX Runtime fuses at session "
+        "start, which measured fastest on CPUs; O2: transformer fusions; O3: plus approximate GELU)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quantize", choices=["int8"],
+        help="also write an INT8 graph (weights int8 now, activation scales at run time)",
+    )  # fmt: skip
+    p.add_argument(
+        "--int8-scales", default="per-token", choices=INT8_SCALES,
+        help="with --quantize: activation scales per token (default: smoothed, every weight GEMM "
+        "int8, a text's vector does not depend on its batch mates) or one per batch tensor (ONNX "
+        "Runtime's dynamic quantization, Q/K/V kept fp32)",
+    )  # fmt: skip
+    p.add_argument(
+        "--quantize-preset", default="portable", choices=QUANTIZE_PRESETS,
+        help="int8 weights for which CPUs (default: portable, 7-bit weights exact on every CPU; "
+        "avx512_vnni or arm64: 8-bit weights, exact only on CPUs with VNNI or on ARM; auto: this CPU's)",
+    )  # fmt: skip
     p.add_argument("--fp16", action="store_true", help="also write a half-precision graph for GPUs")
     p.add_argument(
         "--all-tokens", action="store_true",
@@ -48,32 +88,23 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "model's last layer computes the first token only: the same vectors, less work)",
     )  # fmt: skip
     p.add_argument("--opset", type=int, help="ONNX opset (default: optimum's)")
-    p.add_argument("--min-cosine", type=_min_cosine, action="append", default=[], metavar="PRECISION=VALUE", help="override a verification threshold (recorded in the manifest)")
+    p.add_argument(
+        "--min-cosine", type=_min_cosine, action="append", default=[], metavar="PRECISION=VALUE",
+        help="override a verification threshold (recorded in the manifest)",
+    )  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    try:
-        from export import export_model
-    except ImportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from export.pipeline import ExportError
-    from export.source import ModelUnavailableError
-    from export.st_config import SentenceConfigError
-    from export.verify import VerificationError
+    from gist_onnx.export import export_model  # ImportError names the missing extra
 
-    try:
-        manifest = export_model(
-            args.model, args.output, revision=args.revision, optimization=args.optimize,
-            quantize=args.quantize, quantize_preset=args.quantize_preset,
-            int8_scales=args.int8_scales, fp16=args.fp16, all_tokens=args.all_tokens,
-            opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
-        )  # fmt: skip
-    except (ExportError, ModelUnavailableError, SentenceConfigError, VerificationError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    manifest = export_model(
+        args.model, args.output, revision=args.revision, optimization=args.optimize,
+        quantize=args.quantize, quantize_preset=args.quantize_preset,
+        int8_scales=args.int8_scales, fp16=args.fp16, all_tokens=args.all_tokens,
+        opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
+    )  # fmt: skip
     for precision, result in manifest.verification["results"].items():
         print(
             f"{precision}: min cosine to sentence-transformers {result['min_cosine']:.6f}, "
@@ -86,24 +117,25 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, type=Path, help="exported model folder")
-    p.add_argument("--provider", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8", "fp16"])
+    p.add_argument("--provider", default="auto", choices=PROVIDERS)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
 
 
 def _read_texts(path: Path) -> list[str]:
     lines = path.read_text(encoding="utf-8").splitlines()
-    if path.suffix == ".jsonl":
-        texts = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                texts.append(record["text"])
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise GistOnnxError(f"{path}:{number}: expected a JSON object with a \"text\" field ({exc!r})") from exc
-        return texts
-    return lines
+    if path.suffix != ".jsonl":
+        return lines
+    texts = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            texts.append(json.loads(line)["text"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise GistOnnxError(
+                f'{path}:{number}: expected a JSON object with a "text" field ({exc!r})'
+            ) from exc
+    return texts
 
 
 def _write_vectors(path: Path, texts: list[str], vectors: np.ndarray) -> None:
@@ -126,9 +158,11 @@ def _add_embed(sub: argparse._SubParsersAction) -> None:
     )
     _add_runtime_options(p)
     p.add_argument("texts", nargs="*", metavar="TEXT", help="texts to embed")
-    p.add_argument("-i", "--input", type=Path, help="file of texts: one per line, or .jsonl with a \"text\" field")
+    p.add_argument(
+        "-i", "--input", type=Path, help='file of texts: one per line, or .jsonl with a "text" field'
+    )
     p.add_argument("-o", "--output", type=Path, help="write vectors to .npy or .jsonl")
-    p.add_argument("-b", "--batch-size", type=int, default=32)
+    p.add_argument("-b", "--batch-size", type=_positive_int, default=32)
     p.set_defaults(run=_run_embed)
 
 
@@ -137,8 +171,9 @@ def _run_embed(args: argparse.Namespace) -> int:
 
     texts = list(args.texts) + (_read_texts(args.input) if args.input else [])
     if not texts:
-        print("error: give texts as arguments or with --input FILE", file=sys.stderr)
-        return 2
+        raise GistOnnxError("give texts as arguments or with --input FILE")
+    if args.output and args.output.suffix not in (".npy", ".jsonl"):
+        raise GistOnnxError(f"{args.output}: the output must end in .npy or .jsonl")
     embedder = Embedder(args.model, provider=args.provider, precision=args.precision)
     vectors = embedder.encode(
         texts, batch_size=args.batch_size, show_progress_bar=len(texts) >= PROGRESS_THRESHOLD
@@ -153,13 +188,31 @@ def _run_embed(args: argparse.Namespace) -> int:
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="summarize an exported model folder", description="Summarize a model folder's manifest and the session it would run on.")
+    p = sub.add_parser(
+        "info",
+        help="summarize an exported model folder",
+        description="Summarize a model folder's manifest and the session it would run on.",
+    )
     _add_runtime_options(p)
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(run=_run_info)
 
 
+def _graph_line(name: str, manifest: Manifest, cpu_note: str | None) -> str:
+    graph = manifest.graphs[name]
+    result = manifest.verification.get("results", {}).get(name, {})
+    parts = [f"{graph.size / 2**20:.1f} MiB", f"optimization {graph.optimization}"]
+    if graph.quantization:
+        # Folders from before per-token scales existed were quantized per tensor.
+        parts.append(f"{graph.quantization.get('activations', 'per-tensor')} scales")
+        parts.append(f"{graph.weight_bits}-bit weights ({cpu_note or 'exact on this CPU'})")
+    if result:
+        parts.append(f"min cosine to PyTorch {result['min_cosine']:.6f}")
+    return f"graph {name:5}  {graph.file} ({', '.join(parts)})"
+
+
 def _run_info(args: argparse.Namespace) -> int:
+    from gist_onnx.cpu import int8_mismatch
     from gist_onnx.embedder import Embedder
 
     manifest = read_manifest(args.model)
@@ -167,18 +220,19 @@ def _run_info(args: argparse.Namespace) -> int:
         print(manifest.to_json(), end="")
         return 0
     embedder = Embedder(args.model, provider=args.provider, precision=args.precision)
-    print(f"model:        {manifest.source_model}" + (f" @ {manifest.source_revision}" if manifest.source_revision else ""))
-    print(f"embedding:    {manifest.embedding_dim} dims, {manifest.pooling} pooling, normalize={manifest.normalize}")
+    revision = f" @ {manifest.source_revision}" if manifest.source_revision else ""
+    print(f"model:        {manifest.source_model}{revision}")
+    print(
+        f"embedding:    {manifest.embedding_dim} dims, {manifest.pooling} pooling, "
+        f"normalize={manifest.normalize}"
+    )
     print(f"max tokens:   {manifest.max_seq_length}")
     print(f"inputs:       {', '.join(manifest.inputs)}")
     if manifest.output_tokens == "first":
         print("last layer:   first token only (all CLS pooling reads)")
     for name, graph in manifest.graphs.items():
-        result = manifest.verification.get("results", {}).get(name, {})
-        check = f", min cosine to PyTorch {result['min_cosine']:.6f}" if result else ""
-        # Folders from before per-token scales existed were quantized per tensor.
-        scales = f", {graph.quantization.get('activations', 'per-tensor')} scales" if graph.quantization else ""
-        print(f"graph {name:5}  {graph.file} ({graph.size / 2**20:.1f} MiB, optimization {graph.optimization}{scales}{check})")
+        mismatch = int8_mismatch(graph.weight_bits) if graph.weight_bits else None
+        print(_graph_line(name, manifest, "NOT exact on this CPU: " + mismatch if mismatch else None))
     print(f"session:      {embedder.precision} on {', '.join(embedder.providers)}")
     return 0
 
@@ -186,7 +240,9 @@ def _run_info(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from gist_onnx import __version__
 
-    parser = argparse.ArgumentParser(prog="gist-onnx", description="GIST-Embedding-v0 on ONNX Runtime: export, embed, inspect.")
+    parser = argparse.ArgumentParser(
+        prog="gist-onnx", description="GIST-Embedding-v0 on ONNX Runtime: export, embed, inspect."
+    )
     parser.add_argument("--version", action="version", version=f"gist-onnx {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_export(sub)
@@ -200,6 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (GistOnnxError, OSError) as exc:
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (GistOnnxError, OSError, ImportError, ValueError, TypeError) as exc:
+        # The library's errors name the problem and the fix: the message is the whole story.
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a library below us failed (ONNX Runtime, tokenizers): still one line
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -11,14 +12,15 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding
 
+from gist_onnx.cpu import int8_mismatch
 from gist_onnx.errors import ModelFolderError
 from gist_onnx.manifest import Manifest, check_file, read_manifest
+from gist_onnx.options import PRECISIONS
 from gist_onnx.pooling import normalize, pool
 from gist_onnx.progress import Progress
 from gist_onnx.providers import CUDA, create_session, providers_for
 from gist_onnx.tokenize import TextTokenizer
 
-PRECISION_CHOICES = ("auto", "fp32", "int8", "fp16")
 _ort_errors = ort.capi.onnxruntime_pybind11_state
 # What ONNX Runtime raises for a file that is not a graph it can build a session from.
 _GRAPH_LOAD_ERRORS = (
@@ -39,9 +41,9 @@ CPU_MAX_BATCH_TOKENS = 512
 CUDA_MAX_BATCH_TOKENS = 16384
 
 
-def _choose_precision(precision: str, manifest: Manifest, on_cuda: bool) -> str:
-    if precision not in PRECISION_CHOICES:
-        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {precision!r}")
+def _choose_precision(precision: str, manifest: Manifest, on_cuda: bool, model_dir: Path) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
         # The most faithful graph the device runs well: fp16 only on a GPU, int8 only on request.
         preference = ("fp16", "fp32") if on_cuda else ("fp32",)
@@ -49,9 +51,10 @@ def _choose_precision(precision: str, manifest: Manifest, on_cuda: bool) -> str:
             if candidate in manifest.graphs:
                 return candidate
     if precision not in manifest.graphs:
-        raise ValueError(
-            f"this model folder has no {precision} graph (it has {sorted(manifest.graphs)}); "
-            f"export with {'--quantize int8' if precision == 'int8' else '--fp16'} to add one"
+        raise ModelFolderError(
+            model_dir,
+            f"has no {precision} graph (it has {sorted(manifest.graphs)}); "
+            f"export with {'--quantize int8' if precision == 'int8' else '--fp16'} to add one",
         )
     return precision
 
@@ -91,6 +94,9 @@ class Embedder:
             on the CPU and at 16,384 on CUDA; None never caps.
         session_options: ONNX Runtime's options for the session (profiling, logging, ...);
             ``threads``, when given, sets their intra-op thread count.
+
+    An int8 graph whose weights this CPU cannot multiply exactly (8-bit weights without VNNI)
+    loads with a RuntimeWarning; ``int8_mismatch`` keeps its text (None when exact).
     """
 
     def __init__(
@@ -107,11 +113,9 @@ class Embedder:
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         wants_cuda = providers_for(provider, ort.get_available_providers())[0] == CUDA
-        self.precision = _choose_precision(precision, self.manifest, wants_cuda)
+        self.precision = _choose_precision(precision, self.manifest, wants_cuda, self.model_dir)
 
-        tokenizer_path = check_file(
-            self.model_dir, self.manifest.tokenizer, checksum=verify_checksums
-        )
+        tokenizer_path = check_file(self.model_dir, self.manifest.tokenizer, checksum=verify_checksums)
         self._tokenizer = TextTokenizer(tokenizer_path, self.manifest.max_seq_length)
         if self._tokenizer.vocab_size > self.manifest.vocab_size:
             # Ids past the embedding table would fail (or read garbage) at the first encode.
@@ -139,6 +143,10 @@ class Embedder:
         self._device = "cuda" if on_cuda else "cpu"
         self._io_binding = on_cuda if io_binding is None else io_binding
         self.max_batch_tokens = token_cap(max_batch_tokens, on_cuda)
+        # An int8 graph exported for a VNNI CPU still runs elsewhere, on saturating kernels.
+        self.int8_mismatch = None if on_cuda or not graph.weight_bits else int8_mismatch(graph.weight_bits)
+        if self.int8_mismatch:
+            warnings.warn(f"{graph_path}: {self.int8_mismatch}", RuntimeWarning, stacklevel=2)
 
     @property
     def dim(self) -> int:
@@ -231,7 +239,9 @@ class Embedder:
             hidden = self._run(feeds)
             tokens = 1 if self.manifest.output_tokens == "first" else feeds["input_ids"].shape[1]
             if hidden.shape[1:] != (tokens, self.dim):
-                raise RuntimeError(f"the graph returned {hidden.shape}, expected (batch, {tokens}, {self.dim})")
+                raise RuntimeError(
+                    f"the graph returned {hidden.shape}, expected (batch, {tokens}, {self.dim})"
+                )
             pooled = pool(hidden, feeds["attention_mask"], self.manifest.pooling)
             out[rows] = normalize(pooled) if should_normalize else pooled
         return out

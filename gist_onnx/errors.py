@@ -20,3 +20,7 @@ class ModelFolderError(GistOnnxError):
 
 class ProviderError(GistOnnxError):
     """The requested ONNX Runtime execution provider cannot be used."""
+
+
+class ExportError(GistOnnxError):
+    """An export cannot start or did not produce a valid folder; nothing was written."""

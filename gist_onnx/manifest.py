@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from gist_onnx.errors import ModelFolderError
+from gist_onnx.options import GRAPH_PRECISIONS
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 2  # 2: output_tokens
 POOLING_MODES = ("cls", "mean", "max")
 OUTPUT_TOKENS = ("all", "first")
-PRECISIONS = ("fp32", "int8", "fp16")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,17 @@ class GraphRecord:
     @property
     def record(self) -> FileRecord:
         return FileRecord(self.file, self.size, self.sha256)
+
+    @property
+    def weight_bits(self) -> int | None:
+        """Bits of the int8 weights (7 or 8), None for a float graph.
+
+        Folders from before the field was recorded say it through ``reduce_range``.
+        """
+        if not self.quantization:
+            return None
+        recorded = self.quantization.get("weight_bits")
+        return int(recorded) if recorded else (7 if self.quantization.get("reduce_range") else 8)
 
 
 @dataclass(frozen=True)
@@ -96,7 +107,7 @@ class Manifest:
         if not self.graphs:
             raise ValueError("no graphs are listed")
         for name, graph in self.graphs.items():
-            if graph.precision not in PRECISIONS or name != graph.precision:
+            if graph.precision not in GRAPH_PRECISIONS or name != graph.precision:
                 raise ValueError(f"graph {name!r} has precision {graph.precision!r}")
         if self.embedding_dim <= 0 or self.max_seq_length <= 0 or self.vocab_size <= 0:
             raise ValueError("embedding_dim, max_seq_length and vocab_size must be positive")
@@ -121,9 +132,7 @@ def file_record(path: Path) -> FileRecord:
 def read_manifest(model_dir: Path) -> Manifest:
     """Read and validate ``model_dir/manifest.json``; ModelFolderError names what is wrong."""
     if not model_dir.is_dir():
-        raise ModelFolderError(
-            model_dir, "is not a folder; pass a folder written by `gist-onnx export`"
-        )
+        raise ModelFolderError(model_dir, "is not a folder; pass a folder written by `gist-onnx export`")
     path = model_dir / MANIFEST_NAME
     if not path.is_file():
         raise ModelFolderError(
@@ -161,8 +170,7 @@ def check_file(model_dir: Path, record: FileRecord, *, checksum: bool) -> Path:
     if size != record.size:
         raise ModelFolderError(
             path,
-            f"has {size} bytes, the manifest says {record.size}: truncated or replaced; "
-            "re-export the model",
+            f"has {size} bytes, the manifest says {record.size}: truncated or replaced; re-export the model",
         )
     if checksum:
         actual = sha256_of(path)

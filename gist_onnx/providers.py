@@ -9,10 +9,10 @@ from pathlib import Path
 import onnxruntime as ort
 
 from gist_onnx.errors import ProviderError
+from gist_onnx.options import PROVIDERS
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
-PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 
 
 def _installed(distribution: str) -> bool:
@@ -41,8 +41,8 @@ def cuda_hint(available: list[str]) -> str:
 
 def providers_for(provider: str, available: list[str]) -> list[str]:
     """The provider list to ask a session for; raises ProviderError when it cannot work."""
-    if provider not in PROVIDER_CHOICES:
-        raise ProviderError(f"provider must be one of {PROVIDER_CHOICES}, got {provider!r}")
+    if provider not in PROVIDERS:
+        raise ProviderError(f"provider must be one of {PROVIDERS}, got {provider!r}")
     if provider == "cpu" or (provider == "auto" and CUDA not in available):
         return [CPU]
     if CUDA not in available:
@@ -63,9 +63,7 @@ def _preload_cuda_libraries() -> None:
             warnings.warn(f"onnxruntime.preload_dlls() failed: {exc}", RuntimeWarning, stacklevel=3)
 
 
-def create_session(
-    graph: Path, provider: str, options: ort.SessionOptions
-) -> ort.InferenceSession:
+def create_session(graph: Path, provider: str, options: ort.SessionOptions) -> ort.InferenceSession:
     """Create a session on the requested provider and check the provider it really got.
 
     ``cuda`` raises ProviderError rather than silently running on the CPU; ``auto`` falls back
@@ -80,8 +78,7 @@ def create_session(
     if wanted[0] == CUDA and got[0] != CUDA:
         if provider == "cuda":
             raise ProviderError(
-                f"provider='cuda' was asked for, but the session runs on {got}. "
-                + cuda_hint(available)
+                f"provider='cuda' was asked for, but the session runs on {got}. " + cuda_hint(available)
             )
         warnings.warn(
             f"CUDA is offered but did not start ({cuda_hint(available)}); running on the CPU",

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.data import StsPairs, load_stsb
 from gist_onnx.cli import main as cli
 
 # The tests must never reach for the hub, whatever the machine's network.
@@ -25,7 +24,7 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
     """A random BERT with GIST's config shape (scaled down), vocabulary and CLS+Normalize config."""
-    from export.random_model import build_random_model
+    from gist_onnx.export.random_model import build_random_model
 
     return build_random_model(tmp_path_factory.mktemp("tiny") / "model", minilm_dir, tiny=True)
 
@@ -46,6 +45,8 @@ def minilm_export(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) ->
 
 
 @pytest.fixture(scope="session")
-def stsb() -> StsPairs:
-    """STS Benchmark pairs from ../shared/data (real, human-labelled)."""
+def stsb():  # -> benchmarks.corpus.StsPairs; imported here so the fast tier never loads benchmarks
+    """STS Benchmark pairs (real, human-labelled), from the copy in benchmarks/data."""
+    from benchmarks.corpus import load_stsb
+
     return load_stsb()

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("bench")
-    subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], check=True, timeout=900)
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)], check=True, timeout=900
+    )
     return json.loads((out / "report.json").read_text()), out
 
 

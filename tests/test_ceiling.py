@@ -10,11 +10,13 @@ import onnxruntime as ort
 import pytest
 from tokenizers import Tokenizer
 
-from benchmarks.ceiling import split_profile
+from benchmarks.studies.ceiling import split_profile
 from gist_onnx import Embedder
 
 
-def test_profile_split_counts_the_weight_gemm_flops(tiny_export: Path, tiny_model: Path, tmp_path: Path) -> None:
+def test_profile_split_counts_the_weight_gemm_flops(
+    tiny_export: Path, tiny_model: Path, tmp_path: Path
+) -> None:
     config = json.loads((tiny_model / "config.json").read_text())
     h, i, layers = config["hidden_size"], config["intermediate_size"], config["num_hidden_layers"]
     texts = ["the cat sat on the mat"] * 4

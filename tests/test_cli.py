@@ -51,7 +51,7 @@ def test_bad_jsonl_line_is_named(tiny_export: Path, tmp_path: Path, capsys) -> N
     records = tmp_path / "bad.jsonl"
     records.write_text('{"text": "fine"}\n{"body": "no text field"}\n')
     assert cli(["embed", "-m", str(tiny_export), "-i", str(records)]) == 1
-    assert "bad.jsonl:2: expected a JSON object with a \"text\" field" in capsys.readouterr().err
+    assert 'bad.jsonl:2: expected a JSON object with a "text" field' in capsys.readouterr().err
 
 
 def test_wrong_model_folder_is_one_line_not_a_traceback(tmp_path: Path, capsys) -> None:
@@ -64,12 +64,65 @@ def test_info_summarizes(tiny_export: Path, capsys) -> None:
     assert cli(["info", "-m", str(tiny_export)]) == 0
     out = capsys.readouterr().out
     assert "64 dims, cls pooling, normalize=True" in out and "last layer:   first token only" in out
-    assert "graph int8" in out and "per-token scales" in out and "session:      fp32 on CPUExecutionProvider" in out
+    assert (
+        "graph int8" in out
+        and "per-token scales" in out
+        and "session:      fp32 on CPUExecutionProvider" in out
+    )
     assert cli(["info", "-m", str(tiny_export), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pooling"] == "cls"
 
 
 @pytest.mark.parametrize("command", [[], ["export"], ["embed"], ["info"]])
 def test_help_everywhere(command: list[str]) -> None:
-    result = subprocess.run([sys.executable, "-m", "gist_onnx", *command, "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "gist_onnx", *command, "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0 and "usage: gist-onnx" in result.stdout
+
+
+def _one_line_error(args: list[str]) -> str:
+    """Run the real command; it must fail with exactly one line on stderr and no traceback."""
+    result = subprocess.run([sys.executable, "-m", "gist_onnx", *args], capture_output=True, text=True)
+    assert result.returncode != 0, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, (
+        result.stderr
+    )
+    return lines[0]
+
+
+def test_errors_end_in_one_line(tiny_model: Path, tmp_path: Path) -> None:
+    fp32_only = tmp_path / "fp32-only"
+    assert cli(["export", str(tiny_model), "-o", str(fp32_only)]) == 0
+    assert "has no int8 graph" in _one_line_error(
+        ["embed", "-m", str(fp32_only), "--precision", "int8", "hi"]
+    )
+    assert "manifest.json: is missing" in _one_line_error(["embed", "-m", str(tmp_path), "hi"])
+    assert "is not a folder" in _one_line_error(["info", "-m", str(tmp_path / "nowhere")])
+    assert "give texts" in _one_line_error(["embed", "-m", str(fp32_only)])
+    assert ".npy or .jsonl" in _one_line_error(
+        ["embed", "-m", str(fp32_only), "hi", "-o", str(tmp_path / "v.csv")]
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1}\n')
+    assert 'bad.jsonl:1: expected a JSON object with a "text" field' in _one_line_error(
+        ["embed", "-m", str(fp32_only), "-i", str(bad)]
+    )
+    assert "No such file" in _one_line_error(
+        ["embed", "-m", str(fp32_only), "-i", str(tmp_path / "none.txt")]
+    )
+    assert "does not exist" in _one_line_error(
+        ["export", str(tmp_path / "no-model"), "-o", str(tmp_path / "o")]
+    )
+
+
+def test_export_errors_are_the_packages_errors() -> None:
+    from gist_onnx import GistOnnxError
+    from gist_onnx.export import ExportError
+    from gist_onnx.export.source import ModelUnavailableError
+    from gist_onnx.export.st_config import SentenceConfigError
+    from gist_onnx.export.verify import VerificationError
+
+    for error in (ExportError, ModelUnavailableError, SentenceConfigError, VerificationError):
+        assert issubclass(error, GistOnnxError), error

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.verify import PROBES, agreement, reference_vectors
 from gist_onnx import Embedder
 from gist_onnx.cli import main as cli
+from gist_onnx.export.verify import PROBES, agreement, reference_vectors
 from gist_onnx.manifest import MANIFEST_NAME, read_manifest, sha256_of
 
 TEXTS = [
@@ -37,7 +37,9 @@ def test_manifest_describes_the_folder(tiny_export: Path, tiny_model: Path) -> N
         assert (record.size, record.sha256) == (path.stat().st_size, sha256_of(path))
     quantization = manifest.graphs["int8"].quantization
     assert quantization["per_channel"] is True and quantization["activations"] == "per-token"
-    assert quantization["qkv"] is True and quantization["quantized_gemms"] == 2 * 6  # two layers: Q, K, V, out, FFN up, down
+    assert (
+        quantization["qkv"] is True and quantization["quantized_gemms"] == 2 * 6
+    )  # two layers: Q, K, V, out, FFN up, down
     assert quantization["smoothing"] == 0.5 and quantization["calibration_texts"] > 0
     assert manifest.graphs["fp32"].optimization == "none"
     results = manifest.verification["results"]
@@ -79,7 +81,9 @@ def test_each_optimization_level_verifies(tmp_path: Path, tiny_model: Path, opti
     assert read_manifest(out).graphs["fp32"].optimization == optimization
 
 
-def test_all_tokens_export_gives_the_same_vectors(tmp_path: Path, tiny_model: Path, tiny_export: Path) -> None:
+def test_all_tokens_export_gives_the_same_vectors(
+    tmp_path: Path, tiny_model: Path, tiny_export: Path
+) -> None:
     import onnx
 
     out = tmp_path / "onnx"
@@ -92,11 +96,16 @@ def test_all_tokens_export_gives_the_same_vectors(tmp_path: Path, tiny_model: Pa
     np.testing.assert_allclose(first, every, atol=1e-5)
 
 
-def test_per_tensor_int8_scales_are_onnxruntimes_dynamic_quantization(tmp_path: Path, tiny_model: Path) -> None:
+def test_per_tensor_int8_scales_are_onnxruntimes_dynamic_quantization(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     import onnx
 
     out = tmp_path / "onnx"
-    assert cli(["export", str(tiny_model), "-o", str(out), "--quantize", "int8", "--int8-scales", "per-tensor"]) == 0
+    assert (
+        cli(["export", str(tiny_model), "-o", str(out), "--quantize", "int8", "--int8-scales", "per-tensor"])
+        == 0
+    )
     quantization = read_manifest(out).graphs["int8"].quantization
     assert quantization["activations"] == "per-tensor" and quantization["smoothing"] is None
     assert quantization["qkv"] is False and quantization["quantized_gemms"] == 2 * 3
@@ -105,7 +114,7 @@ def test_per_tensor_int8_scales_are_onnxruntimes_dynamic_quantization(tmp_path: 
 
 
 def test_v5_layout_with_mean_pooling_exports_and_matches(tmp_path: Path, minilm_dir: Path) -> None:
-    from export.random_model import build_random_model
+    from gist_onnx.export.random_model import build_random_model
 
     model = build_random_model(tmp_path / "m", minilm_dir, tiny=True, pooling="mean", layout="v5", seed=1)
     assert cli(["export", str(model), "-o", str(tmp_path / "onnx")]) == 0
@@ -142,15 +151,23 @@ def test_threshold_override_is_recorded(tmp_path: Path, tiny_model: Path) -> Non
 
 def _run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "gist_onnx", *args], capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=300,
-    )  # fmt: skip
+        [sys.executable, "-m", "gist_onnx", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
 
 
 def test_offline_hub_id_gives_one_clear_paragraph(tmp_path: Path) -> None:
     out = tmp_path / "onnx"
-    result = _run_cli("export", "avsolatorio/GIST-Embedding-v0", "-o", str(out),
-                      env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")})  # fmt: skip
+    result = _run_cli(
+        "export",
+        "avsolatorio/GIST-Embedding-v0",
+        "-o",
+        str(out),
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-cache")},
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "'avsolatorio/GIST-Embedding-v0'" in result.stderr
@@ -171,7 +188,10 @@ def test_a_folder_that_is_not_a_sentence_transformer_is_refused(tmp_path: Path, 
     assert not (tmp_path / "onnx").exists()
 
 
-def test_killed_export_leaves_the_old_folder_intact_and_nothing_loadable(tmp_path: Path, tiny_export: Path, tiny_model: Path) -> None:
+@pytest.mark.slow
+def test_killed_export_leaves_the_old_folder_intact_and_nothing_loadable(
+    tmp_path: Path, tiny_export: Path, tiny_model: Path
+) -> None:
     import shutil
     import signal
     import time
@@ -180,8 +200,22 @@ def test_killed_export_leaves_the_old_folder_intact_and_nothing_loadable(tmp_pat
 
     out = Path(shutil.copytree(tiny_export, tmp_path / "onnx"))
     before = Embedder(out).encode(TEXTS)
-    process = subprocess.Popen([sys.executable, "-m", "gist_onnx", "export", str(tiny_model), "-o", str(out), "--force", "--quantize", "int8"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gist_onnx",
+            "export",
+            str(tiny_model),
+            "-o",
+            str(out),
+            "--force",
+            "--quantize",
+            "int8",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     partial: list[Path] = []
     while time.monotonic() < deadline and process.poll() is None:

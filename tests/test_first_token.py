@@ -10,8 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.convert import to_onnx
-from export.first_token import GraphShapeError, keep_first_token
+from gist_onnx.export.convert import to_onnx
+from gist_onnx.export.first_token import GraphShapeError, keep_first_token
 from gist_onnx.tokenize import TextTokenizer
 
 TEXTS = ["a short one", "a somewhat longer sentence about the capital of France", "", "x " * 40]

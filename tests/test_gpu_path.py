@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.verify import PROBES, agreement, reference_vectors
 from gist_onnx import Embedder, ProviderError
 from gist_onnx import providers as providers_module
 from gist_onnx.cli import main as cli
 from gist_onnx.embedder import _choose_precision
+from gist_onnx.export.verify import PROBES, agreement, reference_vectors
 from gist_onnx.manifest import read_manifest
 from gist_onnx.providers import CPU, CUDA, cuda_hint, providers_for
 
@@ -43,8 +43,8 @@ def test_fp16_numerics_on_the_cpu_provider(fp16_export: Path, tiny_model: Path) 
 
 def test_auto_precision_prefers_fp16_on_cuda_and_fp32_on_cpu(fp16_export: Path) -> None:
     manifest = read_manifest(fp16_export)
-    assert _choose_precision("auto", manifest, on_cuda=True) == "fp16"
-    assert _choose_precision("auto", manifest, on_cuda=False) == "fp32"
+    assert _choose_precision("auto", manifest, on_cuda=True, model_dir=fp16_export) == "fp16"
+    assert _choose_precision("auto", manifest, on_cuda=False, model_dir=fp16_export) == "fp32"
     assert Embedder(fp16_export, provider="cpu").precision == "fp32"
 
 
@@ -71,18 +71,26 @@ def test_info_shows_the_provider_in_use(fp16_export: Path, capsys: pytest.Captur
     assert "session:      fp32 on CPUExecutionProvider" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_gpu_benchmark_runs_its_whole_plan_on_the_cpu(tmp_path: Path, minilm_dir: Path) -> None:
     """benchmarks/gpu.sh runs only where a GPU is lent; its logic is checked here, tiny and on the CPU."""
     import json
 
-    from benchmarks import gpu
+    from benchmarks.studies import gpu
 
     out = tmp_path / "out"
     argv = ["--device", "cpu", "--tiny", "--work", str(tmp_path), "--tokenizer-from", str(minilm_dir)]
     assert gpu.main([*argv, "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
     variants = report["variants"]
-    assert set(variants) == {"pytorch-fp32", "pytorch-fp16", "gist-onnx-fp32", "gist-onnx-fp16", "gist-onnx-fp16-cap512", "gist-onnx-fp16-uncapped"}
+    assert set(variants) == {
+        "pytorch-fp32",
+        "pytorch-fp16",
+        "gist-onnx-fp32",
+        "gist-onnx-fp16",
+        "gist-onnx-fp16-cap512",
+        "gist-onnx-fp16-uncapped",
+    }
     for name, figures in variants.items():
         rows = {(r["workload"], r["batch_size"]) for r in figures["throughput"]}
         assert rows == {(w, b) for w in ("short", "long") for b in gpu.BATCH_SIZES}, name

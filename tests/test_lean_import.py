@@ -7,7 +7,8 @@ import sys
 def test_import_is_lean() -> None:
     code = (
         "import sys, gist_onnx, gist_onnx.cli\n"
-        "heavy = [m for m in ('torch', 'transformers', 'optimum', 'sentence_transformers') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'transformers', 'optimum', 'sentence_transformers') if m in "
+        "sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.data import StsPairs, stsb_spearman
-from export.verify import agreement
+from benchmarks.corpus import StsPairs, stsb_spearman
 from gist_onnx import Embedder
+from gist_onnx.export.verify import agreement
 
 pytestmark = pytest.mark.slow
 

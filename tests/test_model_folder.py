@@ -98,7 +98,9 @@ def test_tokenizer_from_a_bigger_vocabulary(folder: Path) -> None:
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     # Re-record it, as someone who swapped the file and fixed the manifest would.
     _edit_manifest(folder, tokenizer=file_record(folder / "tokenizer.json").__dict__)
-    with pytest.raises(ModelFolderError, match="tokenizer.json: has 30622 tokens but the graph embeds only 30522"):
+    with pytest.raises(
+        ModelFolderError, match="tokenizer.json: has 30622 tokens but the graph embeds only 30522"
+    ):
         Embedder(folder)
 
 

@@ -10,7 +10,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.per_token import quantize_per_token
+from gist_onnx.cpu import cpu_flags, exact_weight_bits
+from gist_onnx.export.per_token import quantize_per_token
 
 
 def _one_gemm_graph(path: Path, weight: np.ndarray) -> None:
@@ -27,7 +28,28 @@ def _one_gemm_graph(path: Path, weight: np.ndarray) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
 
 
-def _reference(x: np.ndarray, w: np.ndarray, weight_bits: int, smooth: np.ndarray | None = None) -> np.ndarray:
+def int8_gemm(x_q: np.ndarray, w_q: np.ndarray, saturating: bool) -> np.ndarray:
+    """x_q @ w_q as ONNX Runtime's u8 x s8 kernels compute it, activations shifted to uint8 by 128.
+
+    ``saturating``: as x86 without VNNI does (vpmaddubsw): each two neighbouring products along
+    the features are added into an int16 that clips at ±32767, and the zero point's share
+    (128 x column sums of w_q) is taken off afterwards, exactly. Otherwise exact int32 sums.
+    """
+    x_q, w_q = x_q.astype(np.int64), w_q.astype(np.int64)
+    if not saturating:
+        return x_q @ w_q
+    products = (x_q + 128)[..., :, None] * w_q  # (..., features, columns)
+    pairs = products.reshape(*products.shape[:-2], -1, 2, w_q.shape[1]).sum(axis=-2)
+    return np.clip(pairs, -32768, 32767).sum(axis=-2) - 128 * w_q.sum(axis=0)
+
+
+def _reference(
+    x: np.ndarray,
+    w: np.ndarray,
+    weight_bits: int,
+    smooth: np.ndarray | None = None,
+    saturating: bool = False,
+) -> np.ndarray:
     if smooth is not None:  # x @ W = (x / s) @ (s W)
         x, w = x / smooth, w * smooth[:, None]
     qmax = 2 ** (weight_bits - 1) - 1
@@ -35,7 +57,46 @@ def _reference(x: np.ndarray, w: np.ndarray, weight_bits: int, smooth: np.ndarra
     w_q = np.round(w / w_scale)
     x_scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-12) / 127
     x_q = np.round(x / x_scale)  # what the graph holds as uint8 x_q + 128
-    return (x_q @ w_q) * w_scale * x_scale
+    return int8_gemm(x_q, w_q, saturating) * w_scale * x_scale
+
+
+# Whether this machine's int8 kernels saturate 8-bit weights: the tests compare ONNX Runtime
+# against the arithmetic this CPU really does, and check the other CPU's arithmetic apart.
+SATURATES_8_BIT = exact_weight_bits(cpu_flags()) == 7
+
+
+def test_seven_bit_weights_never_saturate_and_eight_bit_ones_can() -> None:
+    """The reason for the portable preset, on the emulated kernel, whatever this CPU is."""
+    worst = np.full((1, 64), 127.0)  # uint8 255 after the shift
+    for bits, clips in ((7, False), (8, True)):
+        qmax = 2 ** (bits - 1) - 1
+        w_q = np.full((64, 3), float(qmax))
+        exact, saturated = int8_gemm(worst, w_q, False), int8_gemm(worst, w_q, True)
+        assert (exact != saturated).any() == clips, bits
+    rng = np.random.default_rng(3)
+    x_q, w_q = rng.integers(-127, 128, (20, 96)), rng.integers(-63, 64, (96, 16))
+    np.testing.assert_array_equal(int8_gemm(x_q, w_q, True), int8_gemm(x_q, w_q, False))
+
+
+@pytest.mark.parametrize("weight_bits", [7, 8])
+def test_onnxruntime_int8_kernels_match_the_emulation_of_this_cpu(weight_bits: int) -> None:
+    """ONNX Runtime's MatMulInteger, bit for bit, against the arithmetic this CPU should do."""
+    rng = np.random.default_rng(4)
+    qmax = 2 ** (weight_bits - 1) - 1
+    x_q = rng.integers(-127, 128, (15, 64))
+    w_q = rng.integers(-qmax, qmax + 1, (64, 24)).astype(np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "zero"], ["y"])],
+        "int8-gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, list(x_q.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [15, 24])],
+        [numpy_helper.from_array(w_q, "b"), numpy_helper.from_array(np.array(128, np.uint8), "zero")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    (found,) = session.run(None, {"a": (x_q + 128).astype(np.uint8)})
+    saturating = SATURATES_8_BIT and weight_bits == 8
+    np.testing.assert_array_equal(found, int8_gemm(x_q, w_q, saturating))
 
 
 @pytest.mark.parametrize("weight_bits", [8, 7])
@@ -50,12 +111,13 @@ def test_each_token_is_quantized_on_its_own_scale(tmp_path: Path, weight_bits: i
 
     session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
     (found,) = session.run(None, {"x": x})
-    expected = _reference(x.astype(np.float64), w.astype(np.float64), weight_bits)
+    saturating = SATURATES_8_BIT and weight_bits == 8
+    expected = _reference(x.astype(np.float64), w.astype(np.float64), weight_bits, saturating=saturating)
     np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     assert not np.isnan(found).any() and not found[2, 4].any()
     # Per token: row [0, 0] is as close to fp32 as any other row despite its neighbour's outlier.
     error = np.abs(found - x @ w).max(axis=-1) / np.abs(x @ w).max(axis=-1).clip(1e-6)
-    assert error[0, 0] < 0.05
+    assert error[0, 0] < (0.5 if saturating else 0.05)  # clipped sums are far off: the point of 7 bits
 
 
 def test_gemms_on_different_token_counts_in_one_graph(tmp_path: Path) -> None:
@@ -63,7 +125,9 @@ def test_gemms_on_different_token_counts_in_one_graph(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     w_all, w_first = rng.normal(size=(2, 16, 8)).astype(np.float32)
     x = rng.normal(size=(3, 5, 16)).astype(np.float32)
-    starts, ends, axes = (numpy_helper.from_array(np.array([v], np.int64), n) for v, n in [(0, "s"), (1, "e"), (1, "a")])
+    starts, ends, axes = (
+        numpy_helper.from_array(np.array([v], np.int64), n) for v, n in [(0, "s"), (1, "e"), (1, "a")]
+    )
     graph = helper.make_graph(
         [
             helper.make_node("MatMul", ["x", "w_all"], ["y_all"], name="all"),
@@ -76,15 +140,26 @@ def test_gemms_on_different_token_counts_in_one_graph(tmp_path: Path) -> None:
             helper.make_tensor_value_info("y_all", TensorProto.FLOAT, ["batch", "sequence", 8]),
             helper.make_tensor_value_info("y_first", TensorProto.FLOAT, ["batch", 1, 8]),
         ],
-        [numpy_helper.from_array(w_all, "w_all"), numpy_helper.from_array(w_first, "w_first"), starts, ends, axes],
+        [
+            numpy_helper.from_array(w_all, "w_all"),
+            numpy_helper.from_array(w_first, "w_first"),
+            starts,
+            ends,
+            axes,
+        ],
     )
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "fp32.onnx"))
-    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", ["all", "first"], 8)
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(tmp_path / "fp32.onnx")
+    )
+    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", ["all", "first"], 7)
 
     session = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
     y_all, y_first = session.run(None, {"x": x})
     x64 = x.astype(np.float64)
-    for found, expected in [(y_all, _reference(x64, w_all, 8)), (y_first, _reference(x64[:, :1], w_first, 8))]:
+    for found, expected in [
+        (y_all, _reference(x64, w_all, 7)),
+        (y_first, _reference(x64[:, :1], w_first, 7)),
+    ]:
         assert found.shape == expected.shape
         np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
 
@@ -107,14 +182,18 @@ def test_smoothing_evens_out_an_outlier_channel(tmp_path: Path) -> None:
     feeds = {"x": x}
 
     channel_max = {"x": np.abs(x).max(axis=(0, 1))}
-    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "smoothed.onnx", ["gemm"], 8, channel_max)
-    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "plain.onnx", ["gemm"], 8)
-    (smoothed,) = ort.InferenceSession(str(tmp_path / "smoothed.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
-    (plain,) = ort.InferenceSession(str(tmp_path / "plain.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "smoothed.onnx", ["gemm"], 7, channel_max)
+    quantize_per_token(tmp_path / "fp32.onnx", tmp_path / "plain.onnx", ["gemm"], 7)
+    (smoothed,) = ort.InferenceSession(
+        str(tmp_path / "smoothed.onnx"), providers=["CPUExecutionProvider"]
+    ).run(None, feeds)
+    (plain,) = ort.InferenceSession(str(tmp_path / "plain.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )
 
     # s_c = sqrt(max|x_c| / max|W_c|), SmoothQuant with alpha 0.5
     smooth = np.clip(np.sqrt(channel_max["x"] / np.abs(w).max(axis=1)), 1e-2, 1e2)
-    expected = _reference(x.astype(np.float64), w.astype(np.float64), 8, smooth)
+    expected = _reference(x.astype(np.float64), w.astype(np.float64), 7, smooth)
     np.testing.assert_allclose(smoothed, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     error = lambda found: np.abs(found - exact).mean() / np.abs(exact).mean()  # noqa: E731
     assert error(smoothed) < error(plain) / 2

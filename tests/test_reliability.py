@@ -100,7 +100,9 @@ def _embed_in_child(folder: str, queue: multiprocessing.Queue) -> None:
 
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
-def test_worker_processes_build_their_own_embedder(tiny_export: Path, embedder: Embedder, method: str) -> None:
+def test_worker_processes_build_their_own_embedder(
+    tiny_export: Path, embedder: Embedder, method: str
+) -> None:
     embedder.encode(["the parent has used its tokenizer's thread pool"] * 64)
     context = multiprocessing.get_context(method)
     queue = context.Queue()
@@ -125,7 +127,13 @@ def test_fuzz_any_unicode_list(embedder: Embedder, texts: list[str]) -> None:
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(st.text(max_size=20), st.none(), st.binary(max_size=5), st.integers()), min_size=1, max_size=8))
+@given(
+    st.lists(
+        st.one_of(st.text(max_size=20), st.none(), st.binary(max_size=5), st.integers()),
+        min_size=1,
+        max_size=8,
+    )
+)
 def test_fuzz_mixed_types_fail_before_work_or_succeed(embedder: Embedder, items: list[object]) -> None:
     bad = next((i for i, item in enumerate(items) if not isinstance(item, str)), None)
     if bad is None:

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gist_onnx import Embedder, ProviderError
+from gist_onnx import Embedder, ModelFolderError, ProviderError
 from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS, CUDA_MAX_BATCH_TOKENS, token_cap
 from gist_onnx.providers import CPU, CUDA, providers_for
 
@@ -48,7 +48,9 @@ def test_encode_iter_streams_in_order(embedder: Embedder) -> None:
 def test_unnormalized_output_on_request(embedder: Embedder) -> None:
     raw = embedder.encode(TEXTS[:3], normalize_embeddings=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
-    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), embedder.encode(TEXTS[:3]), atol=1e-6)
+    np.testing.assert_allclose(
+        raw / np.linalg.norm(raw, axis=1, keepdims=True), embedder.encode(TEXTS[:3]), atol=1e-6
+    )
 
 
 def test_similarity_is_the_cosine_matrix(embedder: Embedder) -> None:
@@ -72,7 +74,7 @@ def test_truncation_is_reported(embedder: Embedder) -> None:
 def test_precision_choice(tiny_export: Path) -> None:
     assert Embedder(tiny_export).precision == "fp32"  # auto: the faithful graph on CPU
     assert Embedder(tiny_export, precision="int8").precision == "int8"
-    with pytest.raises(ValueError, match="no fp16 graph"):
+    with pytest.raises(ModelFolderError, match="has no fp16 graph"):
         Embedder(tiny_export, precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
         Embedder(tiny_export, precision="int4")
@@ -113,4 +115,6 @@ def test_token_budget_splits_batches_without_changing_vectors(tiny_export: Path)
     assert [len(b) for b in batches] == [1, 1, 2, 4]  # 302 alone (over budget), 202, 102+52, the rest
     assert all(len(b) * lengths[b[0]] <= 256 or len(b) == 1 for b in batches)
     uncapped = Embedder(tiny_export, max_batch_tokens=None)
-    np.testing.assert_allclose(capped.encode(texts, batch_size=4), uncapped.encode(texts, batch_size=4), atol=1e-5)
+    np.testing.assert_allclose(
+        capped.encode(texts, batch_size=4), uncapped.encode(texts, batch_size=4), atol=1e-5
+    )

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from export.random_model import write_sentence_config
-from export.st_config import SentenceConfigError, read_sentence_config
+from gist_onnx.export.random_model import write_sentence_config
+from gist_onnx.export.st_config import SentenceConfigError, read_sentence_config
 
 
 def _folder(tmp_path: Path, layout: str, pooling: str, max_len: int | None = None) -> Path:
@@ -41,7 +41,12 @@ def test_gist_hub_files_as_published(tmp_path: Path) -> None:
     }))  # fmt: skip
     (tmp_path / "sentence_bert_config.json").write_text('{"max_seq_length": 512, "do_lower_case": true}')
     config = read_sentence_config(tmp_path)
-    assert (config.pooling, config.normalize, config.max_seq_length, config.lowercase) == ("cls", True, 512, True)
+    assert (config.pooling, config.normalize, config.max_seq_length, config.lowercase) == (
+        "cls",
+        True,
+        512,
+        True,
+    )
 
 
 def test_no_normalize_module_means_no_normalization(tmp_path: Path) -> None:

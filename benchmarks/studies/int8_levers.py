@@ -1,4 +1,4 @@
-"""`python -m benchmarks.int8_levers`: the INT8 designs weighed for gist-onnx, side by side.
+"""`python -m benchmarks.studies.int8_levers`: the INT8 designs weighed for gist-onnx, side by side.
 
 Each is made from the same fp32 export with per-channel int8 weights, and differs in where the
 activation scales come from and in which weight GEMMs become int8:
@@ -22,32 +22,26 @@ architecture with random weights (short texts at batch 32, single-text latency),
 from __future__ import annotations
 
 import shutil
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks import study
-from benchmarks.data import StsPairs, load_stsb, stsb_spearman
-from benchmarks.measure import latency_ms
-from benchmarks.run import batch_drift, throughput
+from benchmarks import common
+from benchmarks.common import log
+from benchmarks.corpus import StsPairs, fixed_shuffle, load_stsb, stsb_spearman
+from benchmarks.measure import batch_drift, latency_ms, throughput
 
 DESIGNS = ("per-token-smoothed", "per-token", "per-token-qkv-fp32", "per-tensor", "static", "nbits")
 EVAL_PAIRS = 3000  # quality is measured on these pairs; calibration uses sentences after them
 CALIBRATION_PAIRS = 300
 
 
-def _log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
 def build(design: str, export_dir: Path, dest: Path, calibration: list[str]) -> Path:
     """A copy of ``export_dir`` whose int8 graph is made the ``design``'s way."""
-    from export.calibration import calibration_batches
-    from export.convert import quantize_int8, quantize_settings, weight_gemms
+    from gist_onnx.export.calibration import calibration_batches
+    from gist_onnx.export.convert import quantize_int8, quantize_settings, weight_gemms
     from gist_onnx.manifest import MANIFEST_NAME, file_record, read_manifest
 
     if dest.exists():
@@ -71,7 +65,9 @@ def build(design: str, export_dir: Path, dest: Path, calibration: list[str]) -> 
     else:
         _nbits(fp32, int8, gemms)
     record = file_record(int8)
-    graph = replace(manifest.graphs["int8"], size=record.size, sha256=record.sha256, quantization={"design": design})
+    graph = replace(
+        manifest.graphs["int8"], size=record.size, sha256=record.sha256, quantization={"design": design}
+    )
     manifest = replace(manifest, graphs={**manifest.graphs, "int8": graph})
     (dest / MANIFEST_NAME).write_text(manifest.to_json())
     return dest
@@ -103,22 +99,34 @@ def _static(fp32: Path, int8: Path, gemms: list[str], folder: Path, texts: list[
             return next(self.rest, None)
 
     quantize_static(
-        str(fp32), str(int8), Batches(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
-        nodes_to_quantize=gemms, per_channel=True, activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+        str(fp32),
+        str(int8),
+        Batches(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=gemms,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
         extra_options={"DefaultTensorType": TensorProto.FLOAT},
-    )  # fmt: skip
+    )
 
 
 def _nbits(fp32: Path, int8: Path, gemms: list[str]) -> None:
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from export.convert import weight_gemms
+    from gist_onnx.export.convert import weight_gemms
 
     keep_fp32 = sorted(set(weight_gemms(fp32, qkv=True)) - set(gemms))
     quantizer = MatMulNBitsQuantizer(
-        onnx.load(str(fp32)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4, nodes_to_exclude=keep_fp32
+        onnx.load(str(fp32)),
+        bits=8,
+        block_size=32,
+        is_symmetric=True,
+        accuracy_level=4,
+        nodes_to_exclude=keep_fp32,
     )
     quantizer.process()
     quantizer.model.save_model_to_file(str(int8), use_external_data_format=False)
@@ -127,14 +135,14 @@ def _nbits(fp32: Path, int8: Path, gemms: list[str]) -> None:
 def quality(folders: dict[str, Path], minilm: Path, pairs: StsPairs) -> dict[str, dict[str, float]]:
     from sentence_transformers import SentenceTransformer
 
-    from export.verify import agreement
     from gist_onnx import Embedder
+    from gist_onnx.export.verify import agreement
 
     sentences = pairs.sentences()
     reference = SentenceTransformer(str(minilm), device="cpu").encode(sentences, batch_size=64)
     out = {"pytorch-fp32": {"stsb_spearman_x100": stsb_spearman(pairs, reference)}}
     for design, folder in folders.items():
-        _log(f"quality and batch independence: {design}")
+        log(f"quality and batch independence: {design}")
         embedder = Embedder(folder, provider="cpu", precision="int8")
         vectors = embedder.encode(sentences, batch_size=32)
         found = agreement(reference, vectors)
@@ -152,8 +160,13 @@ def quality(folders: dict[str, Path], minilm: Path, pairs: StsPairs) -> dict[str
 def speed(folders: dict[str, Path], texts: list[str], passes: int = 3) -> dict[str, dict[str, float]]:
     from gist_onnx import Embedder
 
-    embedders = {design: Embedder(folder, provider="cpu", precision="int8") for design, folder in folders.items()}
-    encoders = {design: lambda t, size, e=embedder: e.encode(t, batch_size=size) for design, embedder in embedders.items()}
+    embedders = {
+        design: Embedder(folder, provider="cpu", precision="int8") for design, folder in folders.items()
+    }
+    encoders = {
+        design: lambda t, size, e=embedder: e.encode(t, batch_size=size)
+        for design, embedder in embedders.items()
+    }
     seconds = throughput(encoders, texts, 32, passes)
     return {
         design: {
@@ -169,18 +182,22 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# INT8 designs, side by side",
         "",
-        f"`python -m benchmarks.int8_levers` on {results['cpu']}; {results['created']}. Quality: the real "
+        f"`python -m benchmarks.studies.int8_levers` on {results['cpu']}; {results['created']}. Quality: "
+        "the real "
         f"all-MiniLM-L6-v2 on the sentences of the first {EVAL_PAIRS} STS-B pairs (PyTorch fp32 Spearman "
-        f"x100 {q['pytorch-fp32']['stsb_spearman_x100']:.2f}); alone vs batch over 128 of them. Speed: GIST's "
+        f"x100 {q['pytorch-fp32']['stsb_spearman_x100']:.2f}); alone vs batch over 128 of them. Speed: "
+        "GIST's "
         "architecture with random weights, 256 STS-B sentences at batch 32 (median of 3 interleaved passes), "
         "latency p50 over 100 single texts.",
         "",
-        "| design | min / mean cos to PyTorch | STS-B x100 | alone vs batch min cos | short b32 texts/s | latency p50 ms |",
+        "| design | min / mean cos to PyTorch | STS-B x100 | alone vs batch min cos | short b32 texts/s | "
+        "latency p50 ms |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for design in DESIGNS:
         lines.append(
-            f"| {design} | {q[design]['min_cosine_to_pytorch']:.4f} / {q[design]['mean_cosine_to_pytorch']:.5f} | "
+            f"| {design} | {q[design]['min_cosine_to_pytorch']:.4f} / "
+            f"{q[design]['mean_cosine_to_pytorch']:.5f} | "
             f"{q[design]['stsb_spearman_x100']:.2f} | {q[design]['alone_vs_batch_min_cosine']:.5f} | "
             f"{s[design]['short_b32_texts_per_s']:.1f} | {s[design]['latency_p50_ms']:.1f} |"
         )
@@ -188,37 +205,37 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = study.parse_args("python -m benchmarks.int8_levers", __doc__, "int8-levers", argv)
+    args = common.parse_args("python -m benchmarks.studies.int8_levers", __doc__, "int8-levers", argv)
 
-    from export import export_model
+    from gist_onnx.export import export_model
 
     stsb = load_stsb()
     pairs = stsb.head(EVAL_PAIRS)
     calibration = StsPairs(
-        stsb.first[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS], stsb.second[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS],
+        stsb.first[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS],
+        stsb.second[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS],
         stsb.scores[EVAL_PAIRS : EVAL_PAIRS + CALIBRATION_PAIRS],
-    ).sentences()  # fmt: skip
-    minilm = study.minilm_path()
-    with study.workspace(args.work, "gist-onnx-int8-") as (work, _):
-        gist = study.random_gist(work, minilm)
+    ).sentences()
+    minilm = common.minilm_path()
+    with common.workspace(args.work, "gist-onnx-int8-") as (work, _):
+        gist = common.random_gist(work, minilm)
         folders: dict[str, dict[str, Path]] = {}
         for name, source in (("minilm", minilm), ("gist-random", gist)):
             exported = work / name / "export"
             if not (exported / "manifest.json").is_file():
-                _log(f"exporting {name}")
+                log(f"exporting {name}")
                 export_model(str(source), exported, quantize="int8", force=True)
             folders[name] = {}
             for design in DESIGNS:
-                _log(f"{name}: building the {design} int8 graph")
+                log(f"{name}: building the {design} int8 graph")
                 folders[name][design] = build(design, exported, work / name / design, calibration)
-        order = np.random.default_rng(0).permutation(len(stsb.sentences()))
-        short = [stsb.sentences()[i] for i in order[:256]]
+        short = fixed_shuffle(stsb.sentences())[:256]
         results = {
-            **study.header(),
+            **common.header(),
             "quality": quality(folders["minilm"], minilm, pairs),
             "speed": speed(folders["gist-random"], short),
         }
-    study.write(args.out, "int8-levers", results, markdown(results))
+    common.write(args.out, "int8-levers", results, markdown(results))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.profile_ops FOLDER`: where a session's time goes, by operator type.
+"""`python -m benchmarks.studies.profile_ops FOLDER`: where a session's time goes, by operator type.
 
 Runs one exported graph on a batch of same-length texts with ONNX Runtime's profiler on and prints
 each operator type's kernel time per run and share, and the run's wall time (warm-up excluded).
@@ -16,11 +16,15 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.profile_ops", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.studies.profile_ops", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("folder", type=Path, help="a folder written by `gist-onnx export`")
     parser.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"])
     parser.add_argument("--batch", type=int, default=32, help="texts per run (default 32)")
-    parser.add_argument("--tokens", type=int, default=14, help="tokens per text, special tokens included (default 14)")
+    parser.add_argument(
+        "--tokens", type=int, default=14, help="tokens per text, special tokens included (default 14)"
+    )
     parser.add_argument("--runs", type=int, default=5, help="profiled runs after one warm-up (default 5)")
     args = parser.parse_args(argv)
 
@@ -52,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     warm_up_end = model_runs[0]["ts"] + model_runs[0]["dur"]
     per_op: Counter[str] = Counter()
     for event in events:
-        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] > warm_up_end:
+        if (
+            event.get("cat") == "Node"
+            and event["name"].endswith("_kernel_time")
+            and event["ts"] > warm_up_end
+        ):
             per_op[event["args"]["op_name"]] += event["dur"] / args.runs
     total = sum(per_op.values())
     wall = np.median([e["dur"] for e in model_runs[1:]])

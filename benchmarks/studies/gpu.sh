@@ -6,10 +6,10 @@
 # network, from a folder of wheels (WHEELS=/path; onnxruntime-gpu's wheel can be carried there in
 # parts and joined with `cat part-* > onnxruntime_gpu-….whl`). onnxruntime-gpu replaces onnxruntime:
 # both provide the same module, so the CPU one is removed first.
-#   bash benchmarks/gpu.sh                  # writes benchmarks/results/gpu/report.{json,md}
-#   WHEELS=/root/wheels bash benchmarks/gpu.sh
+#   bash benchmarks/studies/gpu.sh                  # writes benchmarks/results/gpu/report.{json,md}
+#   WHEELS=/root/wheels bash benchmarks/studies/gpu.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${OUT:-benchmarks/results/gpu}
 WORK=${WORK:-$(mktemp -d)}
 pip_from=()
@@ -20,4 +20,4 @@ python -m pip uninstall --quiet -y onnxruntime onnxruntime-gpu || true
 python -m pip install --quiet "${pip_from[@]}" --no-deps onnxruntime-gpu
 python -c "import onnxruntime as o; o.preload_dlls() if hasattr(o, 'preload_dlls') else None; print(o.__version__, o.get_available_providers())"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-timeout 480 python -m benchmarks.gpu --work "$WORK" --out "$OUT"
+timeout 480 python -m benchmarks.studies.gpu --work "$WORK" --out "$OUT"

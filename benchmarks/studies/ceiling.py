@@ -1,4 +1,4 @@
-"""`python -m benchmarks.ceiling`: how far each open speed target is from what this machine allows.
+"""`python -m benchmarks.studies.ceiling`: how far each open speed target is from what this machine allows.
 
 Each case (fp32 short texts at batch 32, fp32 512-token texts at batch 16, fp32 and int8 single-text
 latency) runs gist-onnx and PyTorch side by side, passes interleaved, then runs gist-onnx again with
@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks import study
-from benchmarks.data import load_stsb
-from benchmarks.measure import best_peak, gemm_peak_gflops, median, timed
-from benchmarks.run import FULL, throughput, workload_texts
+from benchmarks import common
+from benchmarks.corpus import load_stsb, workload_texts
+from benchmarks.measure import alternating_latency, best_peak, gemm_peak_gflops, throughput
+from benchmarks.run import FULL
 
 # Ratios to PyTorch the issue asks for: throughput at least, latency at most.
 TARGETS = {
@@ -40,7 +39,15 @@ CASES = {  # name → (precision, workload, batch size; 1 means single-text late
     "fp32_latency": ("fp32", "short", 1),
     "int8_latency": ("int8", "short", 1),
 }
-GEMM_OPS = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm"}
+GEMM_OPS = {
+    "MatMul",
+    "Gemm",
+    "FusedMatMul",
+    "MatMulInteger",
+    "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul",
+    "QGemm",
+}
 PASSES = 5
 LATENCY_TEXTS = 50
 
@@ -52,9 +59,10 @@ def split_profile(profile: Path, groups: int) -> dict[str, Any]:
     fastest counts: on a shared machine, slow moments say nothing about the work.
     """
     events = [
-        e for e in json.loads(profile.read_text())
+        e
+        for e in json.loads(profile.read_text())
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")
-    ]  # fmt: skip
+    ]
     per_group = len(events) // groups
     splits = []
     for group in range(1, groups):
@@ -80,19 +88,9 @@ def split_profile(profile: Path, groups: int) -> dict[str, Any]:
     }
 
 
-def latency_pair(pytorch: Callable[[str], object], gist: Callable[[str], object], texts: list[str]) -> tuple[float, float]:
-    """Single-text p50 of each, in alternating blocks of ``len(texts)`` calls (spinning threads
-    of one would slow the other's next call if they alternated call by call)."""
-    samples: dict[str, list[float]] = {"pytorch": [], "gist": []}
-    for text in texts[:5]:
-        pytorch(text), gist(text)
-    for _ in range(2):
-        for name, encode in (("pytorch", pytorch), ("gist", gist)):
-            samples[name] += [timed(lambda t=text, e=encode: e(t)) for text in texts]
-    return median(samples["pytorch"]) * 1e3, median(samples["gist"]) * 1e3
-
-
-def measure_case(name: str, folder: Path, model_dir: Path, texts: dict[str, list[str]], scratch: Path) -> dict[str, Any]:
+def measure_case(
+    name: str, folder: Path, model_dir: Path, texts: dict[str, list[str]], scratch: Path
+) -> dict[str, Any]:
     """PyTorch's and gist-onnx's times for one case, and gist-onnx's profile split."""
     import onnxruntime as ort
     from sentence_transformers import SentenceTransformer
@@ -104,15 +102,28 @@ def measure_case(name: str, folder: Path, model_dir: Path, texts: dict[str, list
     torch_model = SentenceTransformer(str(model_dir), device="cpu")
     gist = Embedder(folder, provider="cpu", precision=precision)
     if batch == 1:
-        pytorch_ms, gist_ms = latency_pair(
-            lambda t: torch_model.encode([t], batch_size=1), lambda t: gist.encode([t], batch_size=1), items
+        # Blocks of every text, alternating: spinning threads of one slow the other's next call.
+        p50 = alternating_latency(
+            {
+                "pytorch": lambda t: torch_model.encode([t], batch_size=1),
+                "gist": lambda t: gist.encode([t], batch_size=1),
+            },
+            items,
+            calls=2 * len(items),
+            block=len(items),
         )
+        pytorch_ms, gist_ms = p50["pytorch"], p50["gist"]
         calls = len(items)
     else:
         seconds = throughput(
-            {"pytorch": lambda t, b: torch_model.encode(t, batch_size=b), "gist": lambda t, b: gist.encode(t, batch_size=b)},
-            items, batch, PASSES,
-        )  # fmt: skip
+            {
+                "pytorch": lambda t, b: torch_model.encode(t, batch_size=b),
+                "gist": lambda t, b: gist.encode(t, batch_size=b),
+            },
+            items,
+            batch,
+            PASSES,
+        )
         pytorch_ms, gist_ms, calls = seconds["pytorch"] * 1e3, seconds["gist"] * 1e3, 1
 
     options = ort.SessionOptions()
@@ -121,19 +132,25 @@ def measure_case(name: str, folder: Path, model_dir: Path, texts: dict[str, list
     profiled = Embedder(folder, provider="cpu", precision=precision, session_options=options)
     groups = 4
     for _ in range(groups):  # identical groups of runs: the first warms up
-        for text_batch in ([[t] for t in items] if batch == 1 else [items]):
+        for text_batch in [[t] for t in items] if batch == 1 else [items]:
             profiled.encode(text_batch, batch_size=batch)
     del profiled  # ONNX Runtime writes the profile when the session closes
     gc.collect()
     (profile,) = scratch.glob(f"{name}_*.json")
     split = split_profile(profile, groups)
     return {
-        "precision": precision, "workload": workload, "batch_size": batch, "texts": len(items),
-        "pytorch_ms": pytorch_ms, "gist_ms": gist_ms, "target": TARGETS[name],
-        "weight_gemm_ms": split["weight_gemm_ms"] / calls, "rest_ms": split["rest_ms"] / calls,
+        "precision": precision,
+        "workload": workload,
+        "batch_size": batch,
+        "texts": len(items),
+        "pytorch_ms": pytorch_ms,
+        "gist_ms": gist_ms,
+        "target": TARGETS[name],
+        "weight_gemm_ms": split["weight_gemm_ms"] / calls,
+        "rest_ms": split["rest_ms"] / calls,
         "weight_gemm_gflop": split["weight_gemm_gflop"] / calls,
         "kernels_per_run" if batch == 1 else "kernels_per_pass": split["kernels_per_group"] / calls,
-    }  # fmt: skip
+    }
 
 
 def with_bounds(case: dict[str, Any], peak: float) -> dict[str, Any]:
@@ -143,13 +160,18 @@ def with_bounds(case: dict[str, Any], peak: float) -> dict[str, Any]:
     bounds = {
         "ratio": pytorch_ms / case["gist_ms"],
         "weight_gemm_share": gemm_ms / (gemm_ms + case["rest_ms"]),
-        "weight_gemm_gflops": gflops, "weight_gemm_of_peak": gflops / peak,
-        "ceiling": pytorch_ms / gemm_ms, "rest_budget_ms": pytorch_ms / target - gemm_ms,
-    }  # fmt: skip
+        "weight_gemm_gflops": gflops,
+        "weight_gemm_of_peak": gflops / peak,
+        "ceiling": pytorch_ms / gemm_ms,
+        "rest_budget_ms": pytorch_ms / target - gemm_ms,
+    }
     if case["batch_size"] > 1:
         # Compute-bound: no fp32 code on this machine does the weight GEMMs faster than its peak.
         at_peak_ms = case["weight_gemm_gflop"] / peak * 1e3
-        bounds |= {"ceiling_at_peak": pytorch_ms / at_peak_ms, "rest_budget_at_peak_ms": pytorch_ms / target - at_peak_ms}
+        bounds |= {
+            "ceiling_at_peak": pytorch_ms / at_peak_ms,
+            "rest_budget_at_peak_ms": pytorch_ms / target - at_peak_ms,
+        }
     return case | bounds
 
 
@@ -160,9 +182,11 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# How far each open speed target is from this machine's ceiling",
         "",
-        f"`python -m benchmarks.ceiling` on {results['cpu']}; {results['created']}. GIST's architecture with "
+        f"`python -m benchmarks.studies.ceiling` on {results['cpu']}; {results['created']}. GIST's "
+        "architecture with "
         f"random weights. GEMM peak this run: {results['gemm_peak']['peak_gflops']:.0f} GFLOP/s "
-        f"({results['gemm_peak']['shape']}, the better of a measurement before and after the cases). PyTorch and gist-onnx times: per workload pass (throughput, "
+        f"({results['gemm_peak']['shape']}, the better of a measurement before and after the cases). "
+        "PyTorch and gist-onnx times: per workload pass (throughput, "
         f"median of {PASSES} interleaved passes) or per call (latency, p50 of {2 * LATENCY_TEXTS} calls each "
         "in alternating blocks). The split is ONNX Runtime's profiler's kernel time, the fastest of 3 "
         "profiled passes.",
@@ -181,7 +205,8 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Ratio, target and ceiling are PyTorch's time over gist-onnx's (a latency target of 0.25x is 4x here). "
+        "Ratio, target and ceiling are PyTorch's time over gist-onnx's (a latency target of 0.25x is 4x "
+        "here). "
         "The ceiling is the ratio if everything but the weight GEMMs took no time; the rest budget is "
         "what everything else may take for the target to be met. A negative budget means the weight "
         "GEMMs alone take longer than the target allows. 'At peak' assumes the GEMMs at the peak above: "
@@ -192,24 +217,24 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = study.parse_args("python -m benchmarks.ceiling", __doc__, "ceiling", argv)
+    args = common.parse_args("python -m benchmarks.studies.ceiling", __doc__, "ceiling", argv)
 
-    from export import export_model
+    from gist_onnx.export import export_model
 
-    with study.workspace(args.work, "gist-onnx-ceiling-") as (work, scratch):
-        gist = study.random_gist(work)
+    with common.workspace(args.work, "gist-onnx-ceiling-") as (work, scratch):
+        gist = common.random_gist(work)
         folder = work / "gist-random" / "default"
         if not (folder / "manifest.json").is_file():
             export_model(str(gist), folder, quantize="int8", force=True)
-        texts = workload_texts(FULL, load_stsb().sentences(), gist / "tokenizer.json")
+        texts = workload_texts(FULL.workloads, load_stsb().sentences(), gist / "tokenizer.json")
         first_peak = gemm_peak_gflops()
         cases = {name: measure_case(name, folder, gist, texts, scratch) for name in CASES}
         # A slow moment lowers a peak measurement, and the cases' GEMMs may then beat it: the
         # better of a measurement before and after the cases counts.
         peak = best_peak(first_peak, gemm_peak_gflops())
         cases = {name: with_bounds(case, peak["peak_gflops"]) for name, case in cases.items()}
-        results = {**study.header(), "gemm_peak": peak, "cases": cases}
-    study.write(args.out, "ceiling", results, markdown(results))
+        results = {**common.header(), "gemm_peak": peak, "cases": cases}
+    common.write(args.out, "ceiling", results, markdown(results))
     return 0
 
 

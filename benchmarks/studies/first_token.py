@@ -1,4 +1,4 @@
-"""`python -m benchmarks.first_token`: what computing only the first token's last layer buys.
+"""`python -m benchmarks.studies.first_token`: what computing only the first token's last layer buys.
 
 A CLS model's export computes its last layer for the first token only (export/first_token.py);
 ``--all-tokens`` computes it for every token. Both exports of GIST's architecture (random
@@ -9,15 +9,14 @@ vectors of the two exports are compared too (they should agree to float rounding
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import study
-from benchmarks.data import load_stsb
-from benchmarks.measure import median, timed
-from benchmarks.run import FULL, workload_texts
-from benchmarks.variants import Encode
+from benchmarks import common
+from benchmarks.common import Encode
+from benchmarks.corpus import load_stsb, workload_texts
+from benchmarks.measure import alternating_latency, median, timed
+from benchmarks.run import FULL
 
 EXPORTS = {"first-token": False, "all-tokens": True}  # name → export_model(all_tokens=...)
 SHORT_TEXTS, LONG_TEXTS = FULL.workloads["short"].texts, FULL.workloads["long"].texts
@@ -25,7 +24,7 @@ SHORT_TEXTS, LONG_TEXTS = FULL.workloads["short"].texts, FULL.workloads["long"].
 
 def _texts(tokenizer_path: Path) -> dict[str, list[str]]:
     """The full benchmark's short and long texts (256 STS-B sentences, 16 passages of ~512 tokens)."""
-    texts = workload_texts(FULL, load_stsb().sentences(), tokenizer_path)
+    texts = workload_texts(FULL.workloads, load_stsb().sentences(), tokenizer_path)
     return {"short": texts["short"], "long": texts["long"]}
 
 
@@ -49,24 +48,6 @@ def paired(first: Encode, every: Encode, texts: list[str], batch: int, passes: i
     }
 
 
-def paired_latency(first: Callable, every: Callable, texts: list[str], calls: int, block: int = 10) -> dict[str, float]:
-    """Single-text p50 of each export, in alternating blocks of ``block`` calls.
-
-    Blocks, not single calls: each session's idle threads spin for a while after a call and
-    would slow the other's next call.
-    """
-    for text in texts[:5]:  # warm-up: first calls allocate
-        first([text]), every([text])
-    samples: dict[str, list[float]] = {name: [] for name in EXPORTS}
-    for start in range(0, calls, block):
-        order = list(zip(EXPORTS, (first, every)))
-        for name, encode in order if (start // block) % 2 == 0 else order[::-1]:
-            for index in range(start, start + block):
-                text = texts[index % len(texts)]
-                samples[name].append(timed(lambda e=encode, t=text: e([t])) * 1e3)
-    return {name: median(values) for name, values in samples.items()}
-
-
 def measure(folders: dict[str, Path], texts: dict[str, list[str]], passes: int = 9) -> dict[str, Any]:
     """Paired throughput per workload, latency p50 and agreement, for fp32 and int8."""
     from gist_onnx import Embedder
@@ -78,7 +59,11 @@ def measure(folders: dict[str, Path], texts: dict[str, list[str]], passes: int =
             f"{workload}_b{batch}": paired(first.encode, every.encode, texts[workload], batch, passes)
             for workload, batch in (("short", 32), ("long", 16))
         }
-        row["latency_p50_ms"] = paired_latency(first.encode, every.encode, texts["short"], 100)
+        row["latency_p50_ms"] = alternating_latency(
+            {"first-token": lambda t, e=first: e.encode([t]), "all-tokens": lambda t, e=every: e.encode([t])},
+            texts["short"],
+            100,
+        )
         a, b = first.encode(texts["short"], batch_size=32), every.encode(texts["short"], batch_size=32)
         row["min_cosine_between_exports"] = float((a * b).sum(axis=1).min())
         results[precision] = row
@@ -89,12 +74,16 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# The last layer for the first token only, side by side",
         "",
-        f"`python -m benchmarks.first_token` on {results['cpu']}; {results['created']}. GIST's architecture "
-        f"with random weights; {SHORT_TEXTS} STS-B sentences at batch 32, {LONG_TEXTS} passages of ~512 tokens "
+        f"`python -m benchmarks.studies.first_token` on {results['cpu']}; {results['created']}. GIST's "
+        "architecture "
+        f"with random weights; {SHORT_TEXTS} STS-B sentences at batch 32, {LONG_TEXTS} passages of ~512 "
+        "tokens "
         "at batch 16; the two exports back to back in each of 9 passes, alternating which goes first. "
-        "Speedup: the median of the per-pass ratios. Latency: p50 over 100 single texts, in alternating blocks of 10.",
+        "Speedup: the median of the per-pass ratios. Latency: p50 over 100 single texts, in alternating "
+        "blocks of 10.",
         "",
-        "| precision | workload | first token texts/s | all tokens texts/s | speedup | latency p50 ms first / all | min cosine between the two |",
+        "| precision | workload | first token texts/s | all tokens texts/s | speedup | latency p50 ms first "
+        "/ all | min cosine between the two |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for precision in ("fp32", "int8"):
@@ -103,7 +92,8 @@ def markdown(results: dict[str, Any]) -> str:
         for workload in ("short_b32", "long_b16"):
             r = row[workload]
             lines.append(
-                f"| {precision} | {workload} | {r['first_token_texts_per_s']:.1f} | {r['all_tokens_texts_per_s']:.1f} "
+                f"| {precision} | {workload} | {r['first_token_texts_per_s']:.1f} | "
+                f"{r['all_tokens_texts_per_s']:.1f} "
                 f"| {r['speedup']:.2f}x | {latency['first-token']:.1f} / {latency['all-tokens']:.1f} "
                 f"| {row['min_cosine_between_exports']:.6f} |"
             )
@@ -111,18 +101,18 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = study.parse_args("python -m benchmarks.first_token", __doc__, "first-token", argv)
+    args = common.parse_args("python -m benchmarks.studies.first_token", __doc__, "first-token", argv)
 
-    from export import export_model
+    from gist_onnx.export import export_model
 
-    with study.workspace(args.work, "gist-onnx-first-token-") as (work, _):
-        gist = study.random_gist(work)
+    with common.workspace(args.work, "gist-onnx-first-token-") as (work, _):
+        gist = common.random_gist(work)
         folders = {name: work / "gist-random" / name for name in EXPORTS}
         for name, all_tokens in EXPORTS.items():
             if not (folders[name] / "manifest.json").is_file():
                 export_model(str(gist), folders[name], quantize="int8", all_tokens=all_tokens, force=True)
-        results = {**study.header(), **measure(folders, _texts(gist / "tokenizer.json"))}
-    study.write(args.out, "first-token", results, markdown(results))
+        results = {**common.header(), **measure(folders, _texts(gist / "tokenizer.json"))}
+    common.write(args.out, "first-token", results, markdown(results))
     return 0
 
 

@@ -1,0 +1,15 @@
+"""The choices the exporter, the runtime and the command line share, defined once.
+
+Kept free of imports so the CLI can build its help without loading onnxruntime or the exporter.
+"""
+
+DEFAULT_MODEL = "avsolatorio/GIST-Embedding-v0"
+
+PROVIDERS = ("auto", "cpu", "cuda")
+GRAPH_PRECISIONS = ("fp32", "int8", "fp16")
+PRECISIONS = ("auto", *GRAPH_PRECISIONS)
+
+OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
+INT8_SCALES = ("per-token", "per-tensor")
+# "portable" (the default): 7-bit weights, exact on every CPU. "auto": this machine's preset.
+QUANTIZE_PRESETS = ("portable", "auto", "avx2", "avx512", "avx512_vnni", "arm64")
