@@ -14,7 +14,9 @@ projection whose output is their query side.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,23 +25,49 @@ class GraphShapeError(ValueError):
     """The graph does not have the encoder structure the rewrite expects."""
 
 
+@dataclass
+class LastAttention:
+    """The nodes of the last layer that the rewrite changes."""
+
+    query: Any  # the query projection MatMul, reading the layer's input
+    residual: Any  # the Add of the layer's input to the attention output
+    masked: Any  # the Add of the mask to the scores
+    mask: str  # the mask tensor, (batch, 1, query, key)
+    merge: Any  # the Reshape that merges the heads back to (batch, seq, hidden)
+
+    @property
+    def layer_input(self) -> str:
+        return self.query.input[0]
+
+
 def keep_first_token(graph_in: Path, graph_out: Path) -> None:
     """Write ``graph_in`` with its last layer computing only the first token's state.
 
     The output keeps its name and becomes (batch, 1, hidden); earlier layers are unchanged.
     """
     import onnx
-    from onnx import helper, numpy_helper
 
     model = onnx.load(str(graph_in))
-    graph = model.graph
+    found = find_last_attention(model.graph)
+    slices = _slice_query_side(model.graph, found)
+    _insert_after_producers(model.graph, slices)
+    output = model.graph.output[0].type.tensor_type.shape.dim
+    if len(output) == 3:
+        output[1].Clear()
+        output[1].dim_value = 1
+    onnx.checker.check_model(model, full_check=False)
+    onnx.save(model, str(graph_out))
+
+
+def find_last_attention(graph) -> LastAttention:
+    """Find the last attention block by structure: the last Softmax, the MatMul that makes its
+    scores, the query projection under them. GraphShapeError names the first thing missing."""
     nodes = list(graph.node)
     producer = {out: node for node in nodes for out in node.output}
     consumers: dict[str, list] = {}
     for node in nodes:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    weights = {init.name for init in graph.initializer}
 
     softmaxes = [n for n in nodes if n.op_type == "Softmax"]
     if not softmaxes:
@@ -54,10 +82,9 @@ def keep_first_token(graph_in: Path, graph_out: Path) -> None:
 
     # The query side: up from the scores' first input, through element-wise and layout ops, to
     # the projection MatMul that reads the layer's input.
-    graph_inputs = {i.name for i in graph.input}
-    query = _walk_up(producer, scores.input[0], weights, graph_inputs)
-    layer_input = query.input[0]
-    residual = [n for n in consumers.get(layer_input, []) if n.op_type == "Add"]
+    weights = {init.name for init in graph.initializer}
+    query = _walk_up(producer, scores.input[0], weights, {i.name for i in graph.input})
+    residual = [n for n in consumers.get(query.input[0], []) if n.op_type == "Add"]
     if len(residual) != 1:
         raise GraphShapeError(f"expected one residual Add of the last layer's input, found {len(residual)}")
 
@@ -66,35 +93,44 @@ def keep_first_token(graph_in: Path, graph_out: Path) -> None:
     merge = _first_reshape_below(consumers, context[0]) if len(context) == 1 else None
     if merge is None:
         raise GraphShapeError("cannot find where the last attention merges its heads")
+    return LastAttention(query, residual[0], masked, mask, merge)
+
+
+def _slice_query_side(graph, found: LastAttention) -> dict[str, Any]:
+    """Point the query, the residual and the mask at their first-token slices; return the Slice
+    nodes by the tensor they slice (to be placed after its producer)."""
+    from onnx import helper, numpy_helper
 
     def constant(name: str, value: list[int]) -> str:
         graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.int64), name))
         return name
 
-    first = constant("first_token/first", [0])
-    one = constant("first_token/one", [1])
-    seq_axis = constant("first_token/axis1", [1])
-    query_axis = constant("first_token/axis2", [2])
-    first_row = "first_token/layer_input"
-    first_mask = "first_token/mask"
+    first, one = constant("first_token/first", [0]), constant("first_token/one", [1])
+    seq_axis, query_axis = constant("first_token/axis1", [1]), constant("first_token/axis2", [2])
+    first_row, first_mask = "first_token/layer_input", "first_token/mask"
+    layer_input = found.layer_input
     slices = {
         layer_input: helper.make_node(
             "Slice", [layer_input, first, one, seq_axis], [first_row], name="first_token/slice_input"
         ),
         # The mask is (batch, 1, query, key): keep the first query row.
-        mask: helper.make_node(
-            "Slice", [mask, first, one, query_axis], [first_mask], name="first_token/slice_mask"
+        found.mask: helper.make_node(
+            "Slice", [found.mask, first, one, query_axis], [first_mask], name="first_token/slice_mask"
         ),
     }
-    _replace_input(query, layer_input, first_row)
-    _replace_input(residual[0], layer_input, first_row)
-    _replace_input(masked, mask, first_mask)
+    _replace_input(found.query, layer_input, first_row)
+    _replace_input(found.residual, layer_input, first_row)
+    _replace_input(found.masked, found.mask, first_mask)
     # The merge's shape is (batch, seq, hidden) from the full input's shape: keep batch, infer seq.
-    hidden = _initializer(graph, query.input[1]).dims[-1]  # the query weight's output width
-    merge.input[1] = constant("first_token/merged_shape", [0, -1, hidden])
+    hidden = _initializer(graph, found.query.input[1]).dims[-1]  # the query weight's output width
+    found.merge.input[1] = constant("first_token/merged_shape", [0, -1, hidden])
+    return slices
 
+
+def _insert_after_producers(graph, slices: dict[str, Any]) -> None:
+    """Place each new node right after the node that makes its input (topological order)."""
     ordered = []
-    for node in nodes:
+    for node in graph.node:
         ordered.append(node)
         for out in node.output:
             if out in slices:
@@ -103,12 +139,6 @@ def keep_first_token(graph_in: Path, graph_out: Path) -> None:
         ordered[:0] = list(slices.values())
     graph.ClearField("node")
     graph.node.extend(ordered)
-    output = graph.output[0].type.tensor_type.shape.dim
-    if len(output) == 3:
-        output[1].Clear()
-        output[1].dim_value = 1
-    onnx.checker.check_model(model, full_check=False)
-    onnx.save(model, str(graph_out))
 
 
 def _op(node) -> str | None:

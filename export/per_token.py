@@ -62,114 +62,160 @@ def quantize_per_token(
 ) -> None:
     """Rewrite the named MatMuls (``x @ W``, W a 2-D initializer) as per-token INT8 GEMMs.
 
-    ``weight_bits`` is 8, or 7 where the CPU's u8×s8 multiply-add saturates its int16 sums
-    (x86 without VNNI). ``channel_max`` (from `channel_maxima`) turns smoothing on.
+    ``weight_bits`` is 7 (exact on every CPU) or 8 (exact only where the CPU's u8×s8 multiply-add
+    accumulates in int32: VNNI, ARM). ``channel_max`` (from `channel_maxima`) turns smoothing on.
     """
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     model = onnx.load(str(graph_in))
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     wanted = set(gemms)
-    qmax_weight = 2 ** (weight_bits - 1) - 1
-    added: list[onnx.TensorProto] = []
     smoothing = _smoothing(graph, initializers, wanted, channel_max) if channel_max else {}
-
-    def constant(name: str, value: np.ndarray) -> str:
-        added.append(numpy_helper.from_array(value, name))
-        return name
-
-    last_axis = constant("pt/last_axis", np.array([-1], np.int64))
-    eps = constant("pt/eps", np.array(1e-12, np.float32))
-    inv_qmax = constant("pt/inv_qmax", np.array(1 / QMAX_ACTIVATION, np.float32))
-    zero_point = constant("pt/zero_point", np.array(ZERO_POINT, np.uint8))
-    one = constant("pt/one", np.array(1.0, np.float32))
     # Tokens with the same leading dims share their row count, zero points and 3-D shapes: in an
     # encoder that is every GEMM but the last layer's when it computes the first token only.
     row_groups = _row_groups(model, {n.input[0] for n in graph.node if n.name in wanted})
-    rows: dict[object, tuple[str, str]] = {}  # row group → (leading dims, per-token zero points)
-    shapes: dict[tuple[object, int], tuple[str, str]] = {}  # (group, features) → (2-D view, 3-D shape)
-    quantized: dict[str, tuple[str, str]] = {}  # activation → (x_q, per-token scale)
-    nodes = []
+    rewrite = _Rewrite(row_groups, smoothing)
     for node in graph.node:
         weight = initializers.get(node.input[1]) if node.op_type == "MatMul" else None
-        if node.name not in wanted or weight is None or len(weight.dims) != 2:
-            nodes.append(node)
-            continue
-        x = node.input[0]
-        w = numpy_helper.to_array(weight).astype(np.float32)
-        if x in smoothing:
-            w = w * smoothing[x][:, None]
-        features, columns = w.shape
-        w_scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / qmax_weight
-        w_q = np.clip(np.round(w / w_scale), -qmax_weight, qmax_weight).astype(np.int8)
-        w_q_name = constant(f"{weight.name}/int8", w_q)
-        w_scale_name = constant(f"{weight.name}/scale", w_scale.astype(np.float32))
+        if node.name in wanted and weight is not None and len(weight.dims) == 2:
+            rewrite.gemm(node, weight, weight_bits)
+        else:
+            rewrite.nodes.append(node)
 
-        group = row_groups[x]
-        if group not in rows:
-            g = f"pt/rows{len(rows)}"
-            nodes += [
-                helper.make_node("Shape", [x], [f"{g}/dims"], end=-1),
-                helper.make_node("ReduceProd", [f"{g}/dims"], [f"{g}/tokens"], keepdims=1),
-                helper.make_node(
-                    "ConstantOfShape", [f"{g}/tokens"], [f"{g}/zero_points"],
-                    value=helper.make_tensor("zp", TensorProto.UINT8, [1], [ZERO_POINT]),
-                ),
-            ]  # fmt: skip
-            rows[group] = (f"{g}/dims", f"{g}/zero_points")
-        dims, zero_points = rows[group]
-        if (group, features) not in shapes:
-            view = constant(f"{dims}/view_{features}", np.array([-1, features], np.int64))
-            feature_dim = constant(f"{dims}/features_{features}", np.array([features], np.int64))
-            shape = f"{dims}/shape_{features}"
-            nodes.append(helper.make_node("Concat", [dims, feature_dim], [shape], axis=0))
-            shapes[group, features] = (view, shape)
-        if x not in quantized:
-            view, shape = shapes[group, features]
-            p = f"pt/{x}"
-            source = x
-            if x in smoothing:
-                inverse = constant(f"{p}/inverse_smoothing", (1 / smoothing[x]).astype(np.float32))
-                source = f"{p}/smoothed"
-                nodes.append(helper.make_node("Mul", [x, inverse], [source]))
-            nodes += [
-                # max|x| per token without materializing |x|: max(max x, -min x)
-                helper.make_node("ReduceMax", [source, last_axis], [f"{p}/max"], keepdims=1),
-                helper.make_node("ReduceMin", [source, last_axis], [f"{p}/min"], keepdims=1),
-                helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
-                helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", eps], [f"{p}/absmax"]),
-                helper.make_node("Mul", [f"{p}/absmax", inv_qmax], [f"{p}/scale"]),
-                # QuantizeLinear takes a per-axis scale on one axis: quantize a (tokens, features) view
-                helper.make_node("Reshape", [f"{p}/scale", last_axis], [f"{p}/scale_1d"]),
-                helper.make_node("Reshape", [source, view], [f"{p}/x_2d"]),
-                helper.make_node(
-                    "QuantizeLinear", [f"{p}/x_2d", f"{p}/scale_1d", zero_points], [f"{p}/q_2d"], axis=0
-                ),
-                helper.make_node("Reshape", [f"{p}/q_2d", shape], [f"{p}/q"]),
-            ]
-            quantized[x] = (f"{p}/q", f"{p}/scale")
-        x_q, x_scale = quantized[x]
-        out = node.output[0]
-        nodes += [
-            helper.make_node(
-                "MatMulIntegerToFloat", [x_q, w_q_name, one, w_scale_name, zero_point], [f"{out}/per_token"],
-                domain="com.microsoft", name=node.name,
-            ),
-            helper.make_node("Mul", [f"{out}/per_token", x_scale], [out]),
-        ]  # fmt: skip
-
-    used = {name for node in nodes for name in node.input}
+    used = {name for node in rewrite.nodes for name in node.input}
     kept = [init for init in graph.initializer if init.name in used]
     del graph.node[:]
-    graph.node.extend(nodes)
+    graph.node.extend(rewrite.nodes)
     del graph.initializer[:]
-    graph.initializer.extend(kept + added)
+    graph.initializer.extend(kept + rewrite.added)
     if not any(op.domain == "com.microsoft" for op in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     onnx.checker.check_model(model, full_check=False)
     onnx.save(model, str(graph_out))
+
+
+class _Rewrite:
+    """The nodes and constants of a per-token rewrite, built GEMM by GEMM.
+
+    What several GEMMs can share is made once and remembered: a row group's token count and
+    zero points, a (group, features) pair's 2-D view and 3-D shape, an activation's quantized
+    form (Q, K and V read the same input).
+    """
+
+    def __init__(self, row_groups: dict[str, object], smoothing: dict[str, np.ndarray]) -> None:
+        self.row_groups = row_groups
+        self.smoothing = smoothing
+        self.nodes: list = []
+        self.added: list = []
+        self._rows: dict[object, tuple[str, str]] = {}  # group → (leading dims, zero points)
+        self._shapes: dict[tuple[object, int], tuple[str, str]] = {}  # → (2-D view, 3-D shape)
+        self._quantized: dict[str, tuple[str, str]] = {}  # activation → (x_q, per-token scale)
+        self.last_axis = self.constant("pt/last_axis", np.array([-1], np.int64))
+        self.eps = self.constant("pt/eps", np.array(1e-12, np.float32))
+        self.inv_qmax = self.constant("pt/inv_qmax", np.array(1 / QMAX_ACTIVATION, np.float32))
+        self.zero_point = self.constant("pt/zero_point", np.array(ZERO_POINT, np.uint8))
+        self.one = self.constant("pt/one", np.array(1.0, np.float32))
+
+    def constant(self, name: str, value: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.added.append(numpy_helper.from_array(value, name))
+        return name
+
+    def gemm(self, node, weight, weight_bits: int) -> None:
+        """``x @ W`` → MatMulIntegerToFloat(x_q, W_q) x per-token scale, under the node's name."""
+        from onnx import helper, numpy_helper
+
+        x = node.input[0]
+        w = numpy_helper.to_array(weight).astype(np.float32)
+        if x in self.smoothing:
+            w = w * self.smoothing[x][:, None]
+        w_q, w_scale = quantize_weight(w, weight_bits)
+        w_q_name = self.constant(f"{weight.name}/int8", w_q)
+        w_scale_name = self.constant(f"{weight.name}/scale", w_scale)
+        x_q, x_scale = self._quantized_input(x, w.shape[0])
+        out = node.output[0]
+        self.nodes += [
+            helper.make_node(
+                "MatMulIntegerToFloat",
+                [x_q, w_q_name, self.one, w_scale_name, self.zero_point],
+                [f"{out}/per_token"],
+                domain="com.microsoft",
+                name=node.name,
+            ),
+            helper.make_node("Mul", [f"{out}/per_token", x_scale], [out]),
+        ]
+
+    def _row_group(self, x: str) -> tuple[str, str]:
+        """(leading dims, per-token zero points) of ``x``'s row group, made once per group."""
+        from onnx import TensorProto, helper
+
+        group = self.row_groups[x]
+        if group not in self._rows:
+            g = f"pt/rows{len(self._rows)}"
+            zero = helper.make_tensor("zp", TensorProto.UINT8, [1], [ZERO_POINT])
+            self.nodes += [
+                helper.make_node("Shape", [x], [f"{g}/dims"], end=-1),
+                helper.make_node("ReduceProd", [f"{g}/dims"], [f"{g}/tokens"], keepdims=1),
+                helper.make_node("ConstantOfShape", [f"{g}/tokens"], [f"{g}/zero_points"], value=zero),
+            ]
+            self._rows[group] = (f"{g}/dims", f"{g}/zero_points")
+        return self._rows[group]
+
+    def _shape(self, x: str, features: int) -> tuple[str, str]:
+        """(2-D view, 3-D shape) for ``x``'s row group at this feature width."""
+        from onnx import helper
+
+        group = self.row_groups[x]
+        if (group, features) not in self._shapes:
+            dims, _ = self._row_group(x)
+            view = self.constant(f"{dims}/view_{features}", np.array([-1, features], np.int64))
+            feature_dim = self.constant(f"{dims}/features_{features}", np.array([features], np.int64))
+            shape = f"{dims}/shape_{features}"
+            self.nodes.append(helper.make_node("Concat", [dims, feature_dim], [shape], axis=0))
+            self._shapes[group, features] = (view, shape)
+        return self._shapes[group, features]
+
+    def _quantized_input(self, x: str, features: int) -> tuple[str, str]:
+        """(uint8 x_q, per-token scale) of activation ``x``, smoothed first where calibrated."""
+        from onnx import helper
+
+        if x in self._quantized:
+            return self._quantized[x]
+        _, zero_points = self._row_group(x)
+        view, shape = self._shape(x, features)
+        p = f"pt/{x}"
+        source = x
+        if x in self.smoothing:
+            inverse = self.constant(f"{p}/inverse_smoothing", (1 / self.smoothing[x]).astype(np.float32))
+            source = f"{p}/smoothed"
+            self.nodes.append(helper.make_node("Mul", [x, inverse], [source]))
+        self.nodes += [
+            # max|x| per token without materializing |x|: max(max x, -min x)
+            helper.make_node("ReduceMax", [source, self.last_axis], [f"{p}/max"], keepdims=1),
+            helper.make_node("ReduceMin", [source, self.last_axis], [f"{p}/min"], keepdims=1),
+            helper.make_node("Neg", [f"{p}/min"], [f"{p}/neg_min"]),
+            helper.make_node("Max", [f"{p}/max", f"{p}/neg_min", self.eps], [f"{p}/absmax"]),
+            helper.make_node("Mul", [f"{p}/absmax", self.inv_qmax], [f"{p}/scale"]),
+            # QuantizeLinear takes a per-axis scale on one axis: quantize a (tokens, features) view
+            helper.make_node("Reshape", [f"{p}/scale", self.last_axis], [f"{p}/scale_1d"]),
+            helper.make_node("Reshape", [source, view], [f"{p}/x_2d"]),
+            helper.make_node(
+                "QuantizeLinear", [f"{p}/x_2d", f"{p}/scale_1d", zero_points], [f"{p}/q_2d"], axis=0
+            ),
+            helper.make_node("Reshape", [f"{p}/q_2d", shape], [f"{p}/q"]),
+        ]
+        self._quantized[x] = (f"{p}/q", f"{p}/scale")
+        return self._quantized[x]
+
+
+def quantize_weight(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-column int8 weights of ``bits`` bits and their float32 scales."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = np.maximum(np.abs(w).max(axis=0), 1e-12) / qmax
+    return np.clip(np.round(w / scale), -qmax, qmax).astype(np.int8), scale.astype(np.float32)
 
 
 def _smoothing(

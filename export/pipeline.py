@@ -15,16 +15,24 @@ import shutil
 import socket
 import tempfile
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 from gist_onnx.errors import ExportError
 from gist_onnx.export.calibration import CALIBRATION_TEXTS, calibration_batches
-from gist_onnx.export.convert import optimize, quantize_int8, quantize_settings, to_fp16, to_onnx
+from gist_onnx.export.convert import (
+    QuantizeSettings,
+    optimize,
+    quantize_int8,
+    quantize_settings,
+    to_fp16,
+    to_onnx,
+)
 from gist_onnx.export.first_token import GraphShapeError, keep_first_token
-from gist_onnx.export.source import resolve_source
-from gist_onnx.export.st_config import read_sentence_config
+from gist_onnx.export.source import Source, resolve_source
+from gist_onnx.export.st_config import SentenceConfig, read_sentence_config
 from gist_onnx.export.verify import MIN_COSINE, PROBES, reference_vectors, verify
 from gist_onnx.manifest import MANIFEST_NAME, GraphRecord, Manifest, file_record
 from gist_onnx.options import DEFAULT_MODEL
@@ -105,7 +113,7 @@ def export_model(
     revision: str | None = None,
     optimization: str = "none",
     quantize: str | None = None,
-    quantize_preset: str = "auto",
+    quantize_preset: str = "portable",
     int8_scales: str = "per-token",
     fp16: bool = False,
     all_tokens: bool = False,
@@ -119,6 +127,8 @@ def export_model(
     the fusions to ONNX Runtime at session start, which measured fastest on CPUs. ``int8_scales``
     is "per-token" (smoothed, every weight GEMM int8; a text's int8 vector does not depend on its
     batch mates) or "per-tensor" (ONNX Runtime's dynamic quantization, Q/K/V kept fp32).
+    ``quantize_preset`` "portable" gives 7-bit int8 weights, exact on every CPU; a CPU's preset
+    ("avx512_vnni", "arm64", or "auto" for this one's) may give 8-bit weights, exact only there.
     With CLS pooling the last layer computes the first token only unless ``all_tokens``.
     ``min_cosine`` overrides verification thresholds per precision; overrides are recorded.
     Raises ExportError, ModelUnavailableError, SentenceConfigError or VerificationError, having
@@ -134,89 +144,121 @@ def export_model(
     _check_target(output, force)
     source = resolve_source(model, revision)
     config = read_sentence_config(source.folder)
-    model_config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
     thresholds = {**MIN_COSINE, **(min_cosine or {})}
-    precisions = ["fp32"] + (["int8"] if quantize else []) + (["fp16"] if fp16 else [])
 
     output.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(output)
     work = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(output)}{os.getpid()}-", dir=output.parent))
     work.chmod(0o755)  # mkdtemp makes it private; the published folder is an ordinary one
     try:
-        build = work / "build"
-        build.mkdir()
-        raw_graph = build / "raw.onnx"
-        raw_folder = to_onnx(source.folder, raw_graph, opset)
-        shutil.copyfile(raw_folder / "tokenizer.json", work / "tokenizer.json")
-        output_tokens = "all"
-        if config.pooling == "cls" and not all_tokens:
-            try:
-                keep_first_token(raw_graph, build / "first_token.onnx")
-            except GraphShapeError as exc:  # an encoder laid out otherwise: correct, just slower
-                warnings.warn(f"every token's last layer is computed: {exc}", stacklevel=2)
-            else:
-                raw_graph, output_tokens = build / "first_token.onnx", "first"
-
-        fp32 = work / GRAPH_FILES["fp32"]
-        heads, hidden = model_config["num_attention_heads"], model_config["hidden_size"]
-        optimize(raw_graph, fp32, optimization, heads, hidden)
-        inputs = _graph_inputs(fp32)  # read once: the graph can be hundreds of MB
-        graphs = {"fp32": {"optimization": optimization}}
-        if settings:
-            batches = calibration_batches(work / "tokenizer.json", config.max_seq_length, inputs)
-            quantization = quantize_int8(fp32, work / GRAPH_FILES["int8"], settings, batches)
-            quantization["calibration_texts"] = len(CALIBRATION_TEXTS)
-            graphs["int8"] = {"optimization": optimization, "quantization": quantization}
-        if fp16:
-            # fp16 is for GPUs, where the fused Attention and LayerNorm kernels are the fast path.
-            fused = build / "fused.onnx"
-            optimize(raw_graph, fused, "O2", heads, hidden)
-            to_fp16(fused, work / GRAPH_FILES["fp16"])
-            graphs["fp16"] = {"optimization": "O2"}
-        shutil.rmtree(build)
-
-        def manifest_with(verification: dict) -> Manifest:
-            return Manifest(
-                source_model=source.name,
-                source_revision=source.revision,
-                embedding_dim=config.embedding_dim,
-                pooling=config.pooling,
-                normalize=config.normalize,
-                lowercase=config.lowercase,
-                output_tokens=output_tokens,
-                max_seq_length=config.max_seq_length,
-                vocab_size=model_config["vocab_size"],
-                inputs=inputs,
-                output="last_hidden_state",
-                tokenizer=file_record(work / "tokenizer.json"),
-                graphs={
-                    name: GraphRecord(
-                        precision=name, **file_record(work / GRAPH_FILES[name]).__dict__, **extra
-                    )
-                    for name, extra in graphs.items()
-                },
-                tools=tool_versions(),
-                verification=verification,
-            )
-
+        built = _build_graphs(source.folder, config, work, optimization, settings, fp16, all_tokens, opset)
         # The runtime reads the folder through its manifest, so verification needs a draft one.
-        (work / MANIFEST_NAME).write_text(manifest_with({}).to_json(), encoding="utf-8")
-        results = verify(work, reference_vectors(source.folder, PROBES), precisions, thresholds)
-        manifest = manifest_with(
-            {
-                "probes": len(PROBES),
-                "reference": "sentence-transformers, torch fp32, CPU",
-                "thresholds_overridden": {k: v for k, v in thresholds.items() if MIN_COSINE.get(k) != v},
-                "results": results,
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
-        )
-        (work / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        _write_manifest(work, _manifest(work, source, config, built, verification={}))
+        reference = reference_vectors(source.folder, PROBES)
+        results = verify(work, reference, list(built.graphs), thresholds)
+        manifest = _manifest(work, source, config, built, _verification(results, thresholds))
+        _write_manifest(work, manifest)
         _publish(work, output)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return manifest
+
+
+@dataclass
+class _Built:
+    """What the graph-making steps leave in the work folder, for the manifest."""
+
+    graphs: dict[str, dict]  # precision → how it was made (optimization, quantization)
+    inputs: list[str]
+    output_tokens: str
+    vocab_size: int
+
+
+def _build_graphs(
+    model_dir: Path,
+    config: SentenceConfig,
+    work: Path,
+    optimization: str,
+    settings: QuantizeSettings | None,
+    fp16: bool,
+    all_tokens: bool,
+    opset: int | None,
+) -> _Built:
+    """PyTorch → ONNX, then the first-token rewrite, the optimized fp32 graph, int8 and fp16."""
+    model_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    heads, hidden = model_config["num_attention_heads"], model_config["hidden_size"]
+    build = work / "build"
+    build.mkdir()
+    raw_graph = build / "raw.onnx"
+    raw_folder = to_onnx(model_dir, raw_graph, opset)
+    shutil.copyfile(raw_folder / "tokenizer.json", work / "tokenizer.json")
+    output_tokens = "all"
+    if config.pooling == "cls" and not all_tokens:
+        try:
+            keep_first_token(raw_graph, build / "first_token.onnx")
+        except GraphShapeError as exc:  # an encoder laid out otherwise: correct, just slower
+            warnings.warn(f"every token's last layer is computed: {exc}", stacklevel=3)
+        else:
+            raw_graph, output_tokens = build / "first_token.onnx", "first"
+
+    fp32 = work / GRAPH_FILES["fp32"]
+    optimize(raw_graph, fp32, optimization, heads, hidden)
+    inputs = _graph_inputs(fp32)  # read once: the graph can be hundreds of MB
+    graphs: dict[str, dict] = {"fp32": {"optimization": optimization}}
+    if settings:
+        batches = calibration_batches(work / "tokenizer.json", config.max_seq_length, inputs)
+        quantization = quantize_int8(fp32, work / GRAPH_FILES["int8"], settings, batches)
+        quantization["calibration_texts"] = len(CALIBRATION_TEXTS)
+        graphs["int8"] = {"optimization": optimization, "quantization": quantization}
+    if fp16:
+        # fp16 is for GPUs, where the fused Attention and LayerNorm kernels are the fast path.
+        fused = build / "fused.onnx"
+        optimize(raw_graph, fused, "O2", heads, hidden)
+        to_fp16(fused, work / GRAPH_FILES["fp16"])
+        graphs["fp16"] = {"optimization": "O2"}
+    shutil.rmtree(build)
+    return _Built(graphs, inputs, output_tokens, model_config["vocab_size"])
+
+
+def _manifest(
+    work: Path, source: Source, config: SentenceConfig, built: _Built, verification: dict
+) -> Manifest:
+    """The manifest of the folder being built in ``work``: every file with its size and sha256."""
+    return Manifest(
+        source_model=source.name,
+        source_revision=source.revision,
+        embedding_dim=config.embedding_dim,
+        pooling=config.pooling,
+        normalize=config.normalize,
+        lowercase=config.lowercase,
+        output_tokens=built.output_tokens,
+        max_seq_length=config.max_seq_length,
+        vocab_size=built.vocab_size,
+        inputs=built.inputs,
+        output="last_hidden_state",
+        tokenizer=file_record(work / "tokenizer.json"),
+        graphs={
+            name: GraphRecord(precision=name, **file_record(work / GRAPH_FILES[name]).__dict__, **made)
+            for name, made in built.graphs.items()
+        },
+        tools=tool_versions(),
+        verification=verification,
+    )
+
+
+def _verification(results: dict, thresholds: dict[str, float]) -> dict:
+    return {
+        "probes": len(PROBES),
+        "reference": "sentence-transformers, torch fp32, CPU",
+        "thresholds_overridden": {k: v for k, v in thresholds.items() if MIN_COSINE.get(k) != v},
+        "results": results,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _write_manifest(work: Path, manifest: Manifest) -> None:
+    (work / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
 
 
 def _graph_inputs(graph: Path) -> list[str]:
