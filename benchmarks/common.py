@@ -76,8 +76,15 @@ def random_gist(work: Path, tokenizer_from: Path | None = None, tiny: bool = Fal
     return folder
 
 
-def parse_args(prog: str, doc: str, stem: str, argv: list[str] | None) -> argparse.Namespace:
-    """A study's command line: ``--out`` (where STEM.{json,md} go) and ``--work`` (exports kept)."""
+def parse_args(
+    prog: str,
+    doc: str,
+    stem: str,
+    argv: list[str] | None,
+    more: Callable[[argparse.ArgumentParser], object] | None = None,
+) -> argparse.Namespace:
+    """A study's command line: ``--out`` (where STEM.{json,md} go), ``--work`` (exports kept),
+    and what ``more`` adds."""
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/latest"), help=f"where {stem}.{{json,md}} go"
@@ -85,6 +92,8 @@ def parse_args(prog: str, doc: str, stem: str, argv: list[str] | None) -> argpar
     parser.add_argument(
         "--work", type=Path, help="keep the exports here and reuse them (default: a temporary folder)"
     )
+    if more:
+        more(parser)
     return parser.parse_args(argv)
 
 

@@ -225,15 +225,32 @@ class Embedder:
             yield self._encode_chunk(chunk, batch_size, should_normalize)
             offset += len(chunk)
 
+    def tokenize(self, texts: Sequence[str]) -> list[Encoding]:
+        """Tokenize texts as ``encode`` does (truncated to ``max_seq_length``): the first stage of
+        encode, for callers that need token counts before embedding (a server's admission)."""
+        _check_texts(texts)
+        return self._tokenize(texts)
+
+    def embed_tokens(
+        self, encodings: Sequence[Encoding], batch_size: int = 32, normalize_embeddings: bool | None = None
+    ) -> np.ndarray:
+        """Embed texts ``tokenize`` made: (len(encodings), dim) float32, in their order."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        should_normalize = self.manifest.normalize if normalize_embeddings is None else normalize_embeddings
+        return self._embed(encodings, batch_size, should_normalize)
+
     def _tokenize(self, texts: Sequence[str]) -> list[Encoding]:
         # sentence-transformers lower-cases before tokenizing when the model says do_lower_case.
         return self._tokenizer.encode([t.lower() for t in texts] if self.manifest.lowercase else texts)
 
     def _encode_chunk(self, texts: list[str], batch_size: int, should_normalize: bool) -> np.ndarray:
-        encodings = self._tokenize(texts)
+        return self._embed(self._tokenize(texts), batch_size, should_normalize)
+
+    def _embed(self, encodings: Sequence[Encoding], batch_size: int, should_normalize: bool) -> np.ndarray:
         # Longest first: batches of similar length pad little, and the largest batch comes first.
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids), reverse=True)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids), reverse=True)
+        out = np.empty((len(encodings), self.dim), dtype=np.float32)
         for rows in self._batches(order, [len(e.ids) for e in encodings], batch_size):
             feeds = self._tokenizer.pad([encodings[i] for i in rows], self._input_names)
             hidden = self._run(feeds)

@@ -4,7 +4,9 @@ Each is made from the same fp32 export with per-channel int8 weights, and differ
 activation scales come from and in which weight GEMMs become int8:
 
 - per-token-smoothed: one scale per token computed in the graph, SmoothQuant smoothing, every
-  weight GEMM int8 (gist-onnx's default, export/per_token.py)
+  weight GEMM int8, 7-bit weights (gist-onnx's default, export/per_token.py)
+- per-token-smoothed-8bit: the same with 8-bit weights (``--quantize-preset avx512_vnni``): exact
+  only on CPUs with VNNI; on others ONNX Runtime's kernels saturate (gist_onnx/cpu.py)
 - per-token: the same without smoothing
 - per-token-qkv-fp32: the same with the Q/K/V projections kept fp32
 - per-tensor: one scale per batch tensor, ONNX Runtime's dynamic quantization, Q/K/V fp32
@@ -21,6 +23,7 @@ architecture with random weights (short texts at batch 32, single-text latency),
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -32,8 +35,17 @@ from benchmarks import common
 from benchmarks.common import log
 from benchmarks.corpus import StsPairs, fixed_shuffle, load_stsb, stsb_spearman
 from benchmarks.measure import batch_drift, latency_ms, throughput
+from gist_onnx.cpu import cpu_flags, exact_weight_bits
 
-DESIGNS = ("per-token-smoothed", "per-token", "per-token-qkv-fp32", "per-tensor", "static", "nbits")
+DESIGNS = (
+    "per-token-smoothed",
+    "per-token-smoothed-8bit",
+    "per-token",
+    "per-token-qkv-fp32",
+    "per-tensor",
+    "static",
+    "nbits",
+)
 EVAL_PAIRS = 3000  # quality is measured on these pairs; calibration uses sentences after them
 CALIBRATION_PAIRS = 300
 
@@ -51,13 +63,16 @@ def build(design: str, export_dir: Path, dest: Path, calibration: list[str]) -> 
     gemms = weight_gemms(fp32, qkv=False)
     manifest = read_manifest(dest)
     batches = calibration_batches(dest / "tokenizer.json", manifest.max_seq_length, manifest.inputs)
-    per_token = quantize_settings("auto", "per-token")
+    per_token = quantize_settings("portable", "per-token")
     variants = {
         "per-token-smoothed": per_token,
+        "per-token-smoothed-8bit": quantize_settings("avx512_vnni", "per-token"),
         "per-token": replace(per_token, smoothing=None),
         "per-token-qkv-fp32": replace(per_token, smoothing=None, qkv=False),
-        "per-tensor": quantize_settings("auto", "per-tensor"),
+        "per-tensor": quantize_settings("portable", "per-tensor"),
     }
+    # The weights' bits, for the runtime's check that this CPU multiplies them exactly.
+    weight_bits = variants[design].weight_bits if design in variants else 8
     if design in variants:
         quantize_int8(fp32, int8, variants[design], batches)
     elif design == "static":
@@ -66,7 +81,10 @@ def build(design: str, export_dir: Path, dest: Path, calibration: list[str]) -> 
         _nbits(fp32, int8, gemms)
     record = file_record(int8)
     graph = replace(
-        manifest.graphs["int8"], size=record.size, sha256=record.sha256, quantization={"design": design}
+        manifest.graphs["int8"],
+        size=record.size,
+        sha256=record.sha256,
+        quantization={"design": design, "weight_bits": weight_bits},
     )
     manifest = replace(manifest, graphs={**manifest.graphs, "int8": graph})
     (dest / MANIFEST_NAME).write_text(manifest.to_json())
@@ -194,7 +212,7 @@ def markdown(results: dict[str, Any]) -> str:
         "latency p50 ms |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for design in DESIGNS:
+    for design in [d for d in DESIGNS if d in q]:
         lines.append(
             f"| {design} | {q[design]['min_cosine_to_pytorch']:.4f} / "
             f"{q[design]['mean_cosine_to_pytorch']:.5f} | "
@@ -205,7 +223,13 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parse_args("python -m benchmarks.studies.int8_levers", __doc__, "int8-levers", argv)
+    def designs_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--designs", nargs="+", choices=DESIGNS, default=DESIGNS, help="default: all")
+
+    args = common.parse_args(
+        "python -m benchmarks.studies.int8_levers", __doc__, "int8-levers", argv, designs_option
+    )
+    designs = [d for d in DESIGNS if d in args.designs]
 
     from gist_onnx.export import export_model
 
@@ -226,12 +250,13 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"exporting {name}")
                 export_model(str(source), exported, quantize="int8", force=True)
             folders[name] = {}
-            for design in DESIGNS:
+            for design in designs:
                 log(f"{name}: building the {design} int8 graph")
                 folders[name][design] = build(design, exported, work / name / design, calibration)
         short = fixed_shuffle(stsb.sentences())[:256]
         results = {
             **common.header(),
+            "exact_weight_bits_here": exact_weight_bits(cpu_flags()),
             "quality": quality(folders["minilm"], minilm, pairs),
             "speed": speed(folders["gist-random"], short),
         }

@@ -1,0 +1,293 @@
+"""The HTTP layer: validate, tokenize, queue, answer. The batcher does the inference.
+
+Routes: ``POST /v1/embeddings`` and ``/embeddings`` (OpenAI), ``POST /embed`` (TEI), ``GET
+/health`` (readiness), ``GET /info`` and ``GET /metrics`` (Prometheus). Every error is answered
+as OpenAI shapes it, with its own status; nothing in a request names a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gist_onnx.embedder import Embedder
+from gist_onnx.serve.batcher import Batcher, Job, NotAccepting, QueueFull
+from gist_onnx.serve.metrics import Metrics
+from gist_onnx.serve.protocol import ApiError, EmbedRequest, openai_response, parse_openai, parse_tei
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The server's settings (``gist-onnx serve --help`` says what each means)."""
+
+    model_dir: Path
+    provider: str = "auto"
+    precision: str = "auto"
+    api_key: str | None = None
+    max_client_batch: int = 64
+    max_queue: int = 512
+    max_batch_tokens: int | None = None  # one take's token budget; None: 4 session runs' worth
+    max_body_bytes: int = 2 * 2**20
+    auto_truncate: bool = False
+    served_model_name: str | None = None
+    batching: bool = True
+    threads: int | None = None
+
+
+class _Draining(Exception):
+    pass
+
+
+class EmbeddingService:
+    """The state the routes share: configuration, batcher, metrics, requests in flight."""
+
+    def __init__(self, config: ServeConfig, load: Callable[[], Embedder] | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.in_flight = 0
+        load = load or (
+            lambda: Embedder(
+                config.model_dir, provider=config.provider, precision=config.precision, threads=config.threads
+            )
+        )
+        self.batcher = Batcher(
+            load,
+            max_queue=config.max_queue,
+            max_batch_tokens=config.max_batch_tokens,
+            batching=config.batching,
+            on_take=self.metrics.observe_take,
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self.config.served_model_name or self.config.model_dir.name
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    def idle(self) -> bool:
+        return self.in_flight == 0 and self.batcher.idle()
+
+    # -- routes ---------------------------------------------------------------------------------
+
+    async def openai(self, request: Request) -> Response:
+        return await self._embed(request, "openai")
+
+    async def tei(self, request: Request) -> Response:
+        return await self._embed(request, "tei")
+
+    async def health(self, request: Request) -> Response:
+        if self.batcher.load_error is not None:
+            return _error(
+                ApiError(
+                    503, f"the model failed to load: {self.batcher.load_error}", "load_failed", "server_error"
+                )
+            )
+        if not self.batcher.ready:
+            state = "loading" if self.batcher.embedder is None else "draining"
+            return _json({"status": state}, 503)
+        return _json({"status": "ok"})
+
+    async def info(self, request: Request) -> Response:
+        self._authorize(request)
+        from gist_onnx import __version__
+
+        embedder = self.batcher.embedder
+        if embedder is None:
+            raise ApiError(503, "the model is still loading", "loading", "server_error")
+        return _json(
+            {
+                "model": self.model_name,
+                "source_model": embedder.manifest.source_model,
+                "dim": embedder.dim,
+                "max_seq_length": embedder.max_seq_length,
+                "pooling": embedder.manifest.pooling,
+                "normalize": embedder.manifest.normalize,
+                "precision": embedder.precision,
+                "provider": embedder.providers[0],
+                "limits": {
+                    **{k: v for k, v in asdict(self.config).items() if k.startswith("max_")},
+                    "max_batch_tokens": self.batcher.max_batch_tokens,
+                    "auto_truncate": self.config.auto_truncate,
+                    "batching": self.config.batching,
+                },
+                "version": __version__,
+            }
+        )
+
+    async def prometheus(self, request: Request) -> Response:
+        self.metrics.queue_inputs.set(self.batcher.queued_inputs)
+        body, content_type = self.metrics.exposition()
+        return Response(body, media_type=content_type)
+
+    # -- the embedding path -----------------------------------------------------------------------
+
+    async def _embed(self, request: Request, route: str) -> Response:
+        self._authorize(request)
+        batcher = self.batcher
+        if not batcher.ready:
+            raise ApiError(503, "the server is loading or shutting down", "unavailable", "server_error")
+        if batcher.full():  # before reading the body: overload is answered at once
+            raise self._queue_full(batcher.retry_after())
+        embedder = batcher.embedder
+        assert embedder is not None  # ready implies loaded
+        body = await self._read_json(request)
+        if route == "openai":
+            parsed = parse_openai(body, embedder.dim, self.config.max_client_batch)
+        else:
+            parsed = parse_tei(body, self.config.max_client_batch)
+        encodings = self._tokenize(embedder, parsed)
+        tokens = sum(len(e.ids) for e in encodings)
+        loop = asyncio.get_running_loop()
+        normalize = embedder.manifest.normalize if parsed.normalize is None else parsed.normalize
+        job = Job(encodings, normalize, loop, loop.create_future())
+        try:
+            batcher.submit(job)
+        except QueueFull as full:
+            raise self._queue_full(full.retry_after) from None
+        except NotAccepting:
+            raise ApiError(503, "the server is shutting down", "unavailable", "server_error") from None
+        vectors = await _wait_unless_gone(request, job)
+        if vectors is None:
+            return Response(status_code=499)  # nobody is listening; for the access log only
+        self.metrics.inputs.inc(len(encodings))
+        self.metrics.tokens.inc(tokens)
+        if route == "openai":
+            return _json(openai_response(vectors, self.model_name, tokens, parsed.base64))
+        return _json(vectors)
+
+    def _authorize(self, request: Request) -> None:
+        key = self.config.api_key
+        if key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        # compare_digest: the time taken does not tell how much of a guess was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), key.encode()):
+            raise ApiError(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                "invalid_api_key",
+                "authentication_error",
+            )
+
+    async def _read_json(self, request: Request) -> object:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"the body is {declared} bytes; the limit is {limit}", "body_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"the body is over the limit of {limit} bytes", "body_too_large")
+            chunks.append(chunk)
+        try:
+            return orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
+
+    def _tokenize(self, embedder: Embedder, parsed: EmbedRequest) -> list:
+        try:
+            encodings = embedder.tokenize(parsed.texts)
+        except ValueError as exc:  # a lone surrogate: named by index
+            raise ApiError(400, str(exc), "invalid_text") from None
+        truncate = self.config.auto_truncate if parsed.truncate is None else parsed.truncate
+        if not truncate:
+            for index, encoding in enumerate(encodings):
+                if encoding.overflowing:
+                    raise ApiError(
+                        413,
+                        f"text {index} is longer than the model's {embedder.max_seq_length} tokens; "
+                        "shorten it, or ask for truncation ('truncate': true, or serve with --auto-truncate)",
+                        "input_too_long",
+                    )
+        return encodings
+
+    def _queue_full(self, retry_after: float) -> ApiError:
+        self.metrics.rejected.labels(reason="queue_full").inc()
+        return ApiError(
+            429,
+            f"the server is at capacity ({self.config.max_queue} inputs queued); retry later",
+            "queue_full",
+            "rate_limit_error",
+            headers={"Retry-After": str(math.ceil(retry_after))},
+        )
+
+
+async def _wait_unless_gone(request: Request, job: Job) -> Any:
+    """The job's vectors, or None if the client disconnected first (the job is then dropped)."""
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if job.future in done:
+        return job.future.result()
+    job.cancelled = True
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read, so the next ASGI message is the disconnect, whenever it comes.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _json(content: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _error(error: ApiError) -> Response:
+    return _json(error.body(), error.status, error.headers)
+
+
+def create_app(service: EmbeddingService) -> Starlette:
+    """The ASGI app for a service; every route's errors are counted and answered as JSON."""
+
+    def counted(route: str, handler: Callable) -> Callable:
+        async def endpoint(request: Request) -> Response:
+            service.in_flight += 1
+            started = time.perf_counter()
+            try:
+                response = await handler(request)
+            except ApiError as error:
+                response = _error(error)
+            except Exception as exc:  # a bug or a failed run: JSON, never a traceback
+                response = _error(
+                    ApiError(500, f"internal error: {type(exc).__name__}", "internal", "server_error")
+                )
+            finally:
+                service.in_flight -= 1
+            service.metrics.observe_request(route, response.status_code, time.perf_counter() - started)
+            return response
+
+        return endpoint
+
+    routes = [
+        Route("/v1/embeddings", counted("/v1/embeddings", service.openai), methods=["POST"]),
+        Route("/embeddings", counted("/embeddings", service.openai), methods=["POST"]),
+        Route("/embed", counted("/embed", service.tei), methods=["POST"]),
+        Route("/health", counted("/health", service.health), methods=["GET"]),
+        Route("/info", counted("/info", service.info), methods=["GET"]),
+        Route("/metrics", service.prometheus, methods=["GET"]),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 404)
+        return _error(ApiError(status, f"no route {request.method} {request.url.path}", "not_found"))
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
