@@ -260,7 +260,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=_positive_int, default=512, help="texts that may wait (429 above)")
     p.add_argument(
         "--max-batch-tokens", type=_positive_int,
-        help="tokens the worker takes at once (default: four session runs: 2,048 on the CPU, 65,536 on CUDA)",
+        help="padded tokens per session run (default: the runtime's cap, 512 on the CPU, 16,384 on CUDA)",
     )  # fmt: skip
     p.add_argument(
         "--max-body-bytes", type=_positive_int, default=2 * 2**20, help="request body limit (413 above)"
@@ -298,6 +298,50 @@ def _run_serve(args: argparse.Namespace) -> int:
     return serve(config, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout)
 
 
+def _add_embed_dataset(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "embed-dataset",
+        help="embed a corpus of Parquet/JSONL files into Parquet shards (resumable; local or Ray)",
+        description="Embed the text column of every row of Parquet or JSONL files into one Parquet "
+        "file per shard under OUTPUT, with the id column and `embedding`. A killed job resumes "
+        "where it stopped when run again; _SUCCESS is written last. Needs the `bulk` extra "
+        "(`ray` for --engine ray).",
+    )
+    _add_runtime_options(p)
+    p.add_argument("--input", required=True, nargs="+", help="files or globs, e.g. 'data/*.parquet'")
+    p.add_argument("--text-column", default="text", help="the column to embed (default: text)")
+    p.add_argument("--id-column", help="a column to keep as the id (default: FILE:ROW)")
+    p.add_argument("--output", required=True, type=Path, help="folder for the shards")
+    p.add_argument("--engine", default="local", choices=["local", "ray"])
+    p.add_argument("--workers", type=_positive_int, help="worker processes or actors (default: one per core)")
+    p.add_argument(
+        "--threads-per-worker", type=_positive_int,
+        help="ONNX Runtime threads per worker (default: cores / workers, so nothing is oversubscribed)",
+    )  # fmt: skip
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--rows-per-shard", type=_positive_int, default=50_000)
+    p.add_argument("--ray-address", help="a Ray cluster to join (default: start a local one)")
+    p.add_argument("--strict", action="store_true", help="stop at the first null or non-string text")
+    p.set_defaults(run=_run_embed_dataset, provider="cpu")
+
+
+def _run_embed_dataset(args: argparse.Namespace) -> int:
+    from gist_onnx.bulk import embed_dataset  # ImportError names the missing extra
+
+    result = embed_dataset(
+        args.model, args.input, args.output, args.text_column, args.id_column, engine=args.engine,
+        workers=args.workers, threads_per_worker=args.threads_per_worker, batch_size=args.batch_size,
+        rows_per_shard=args.rows_per_shard, ray_address=args.ray_address, precision=args.precision,
+        provider=args.provider, strict=args.strict,
+    )  # fmt: skip
+    print(
+        f"{result.written} of {result.rows} rows embedded into {result.shards} shards "
+        f"({result.shards_skipped} already done) in {result.seconds:.1f} s: {result.output}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gist_onnx import __version__
 
@@ -310,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embed(sub)
     _add_info(sub)
     _add_serve(sub)
+    _add_embed_dataset(sub)
     return parser
 
 

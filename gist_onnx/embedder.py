@@ -41,7 +41,8 @@ CPU_MAX_BATCH_TOKENS = 512
 CUDA_MAX_BATCH_TOKENS = 16384
 
 
-def _choose_precision(precision: str, manifest: Manifest, on_cuda: bool, model_dir: Path) -> str:
+def choose_precision(precision: str, manifest: Manifest, on_cuda: bool, model_dir: Path) -> str:
+    """The graph a precision setting picks from the folder; ModelFolderError if it lacks one."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto":
@@ -66,6 +67,21 @@ def token_cap(setting: int | Literal["auto"] | None, on_cuda: bool) -> int | Non
     if setting is not None and (not isinstance(setting, int) or setting < 1):
         raise ValueError(f"max_batch_tokens must be 'auto', None or an int >= 1, got {setting!r}")
     return setting
+
+
+def length_runs(
+    order: Sequence[int], lengths: Sequence[int], batch_size: int | None, budget: int | None
+) -> Iterator[list[int]]:
+    """Cut a longest-first order into runs of at most ``batch_size`` texts (None: no limit) and at
+    most ``budget`` padded tokens (None: no limit); a run always holds at least one text."""
+    start = 0
+    while start < len(order):
+        width = lengths[order[start]]  # the run's longest text sets its padded width
+        size = len(order) if batch_size is None else batch_size
+        if budget is not None:
+            size = max(1, min(size, budget // width))
+        yield list(order[start : start + size])
+        start += size
 
 
 def _check_texts(texts: Sequence[object], offset: int = 0) -> None:
@@ -113,7 +129,7 @@ class Embedder:
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
         wants_cuda = providers_for(provider, ort.get_available_providers())[0] == CUDA
-        self.precision = _choose_precision(precision, self.manifest, wants_cuda, self.model_dir)
+        self.precision = choose_precision(precision, self.manifest, wants_cuda, self.model_dir)
 
         tokenizer_path = check_file(self.model_dir, self.manifest.tokenizer, checksum=verify_checksums)
         self._tokenizer = TextTokenizer(tokenizer_path, self.manifest.max_seq_length)
@@ -251,7 +267,8 @@ class Embedder:
         # Longest first: batches of similar length pad little, and the largest batch comes first.
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids), reverse=True)
         out = np.empty((len(encodings), self.dim), dtype=np.float32)
-        for rows in self._batches(order, [len(e.ids) for e in encodings], batch_size):
+        lengths = [len(e.ids) for e in encodings]
+        for rows in length_runs(order, lengths, batch_size, self.max_batch_tokens):
             feeds = self._tokenizer.pad([encodings[i] for i in rows], self._input_names)
             hidden = self._run(feeds)
             tokens = 1 if self.manifest.output_tokens == "first" else feeds["input_ids"].shape[1]
@@ -262,17 +279,6 @@ class Embedder:
             pooled = pool(hidden, feeds["attention_mask"], self.manifest.pooling)
             out[rows] = normalize(pooled) if should_normalize else pooled
         return out
-
-    def _batches(self, order: list[int], lengths: list[int], batch_size: int) -> Iterator[list[int]]:
-        """Cut the length-sorted order into batches of at most ``batch_size`` texts and, when
-        ``max_batch_tokens`` is set, at most that many padded tokens (always at least one text)."""
-        budget = self.max_batch_tokens
-        start = 0
-        while start < len(order):
-            width = lengths[order[start]]  # the longest of the batch: sorted longest first
-            size = batch_size if budget is None else max(1, min(batch_size, budget // width))
-            yield order[start : start + size]
-            start += size
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if not self._io_binding:

@@ -69,3 +69,40 @@ def test_markdown_and_charts_are_written(report: tuple[dict, Path]) -> None:
             assert f"| {spec.name} |" in markdown
         for chart in (f"throughput-{name}.png", f"latency-{name}.png"):
             assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_serve_benchmark_quick_writes_every_figure(tmp_path: Path) -> None:
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.serve",
+        "--quick",
+        "--work",
+        str(tmp_path),
+        "--out",
+        str(out),
+    ]
+    subprocess.run(command, check=True, timeout=600)
+    report = json.loads((out / "serve.json").read_text())
+    fp32 = report["precisions"]["fp32"]
+    assert fp32["in_process"]["ceiling_texts_per_s"] > fp32["in_process"]["floor_texts_per_s"] > 0
+    for name in ("closed_1", "closed_16", "closed_64", "open_50%", "open_200%", "right_after_overload"):
+        figures = fp32["server"][name]
+        assert figures["texts_per_s"] > 0 and figures["errors"] == 0, name
+        assert set(figures["statuses"]) <= {"200", "429"}, name
+    assert fp32["server_no_batching"]["closed_64"]["texts_per_s"] > 0
+    assert fp32["exit_codes"] == {"server_no_batching": 0, "server": 0}
+    assert "| fp32 |" in (out / "serve.md").read_text()
+
+
+def test_bulk_benchmark_tiny_checks_its_vectors(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow", reason="the bulk extra is not installed")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "benchmarks.bulk", "--tiny", "--rows", "64", "--engines", "local"]
+    subprocess.run([*command, "--work", str(tmp_path), "--out", str(out)], check=True, timeout=600)
+    report = json.loads((out / "bulk.json").read_text())
+    local = report["results"]["local"]
+    assert local["min_cosine_to_encode"] >= 0.99999 and local["rows_per_s"] > 0 and local["startup_s"] > 0
+    assert "| local |" in (out / "bulk.md").read_text()

@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 from gist_onnx import Embedder, ModelFolderError, ProviderError
-from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS, CUDA_MAX_BATCH_TOKENS, token_cap
+from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS, CUDA_MAX_BATCH_TOKENS, length_runs, token_cap
 from gist_onnx.providers import CPU, CUDA, providers_for
 
 TEXTS = [f"sentence {i} " + "about things " * (i % 7) for i in range(37)]
@@ -111,7 +111,7 @@ def test_token_budget_splits_batches_without_changing_vectors(tiny_export: Path)
     texts = ["word " * n for n in (300, 200, 100, 50, 10, 5, 1, 0)]
     capped = Embedder(tiny_export, max_batch_tokens=256)
     lengths = [len(e.ids) for e in capped._tokenizer.encode(texts)]
-    batches = list(capped._batches(list(range(len(texts))), lengths, batch_size=4))
+    batches = list(length_runs(list(range(len(texts))), lengths, 4, capped.max_batch_tokens))
     assert [len(b) for b in batches] == [1, 1, 2, 4]  # 302 alone (over budget), 202, 102+52, the rest
     assert all(len(b) * lengths[b[0]] <= 256 or len(b) == 1 for b in batches)
     uncapped = Embedder(tiny_export, max_batch_tokens=None)

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,54 +23,38 @@ import pytest
 from gist_onnx import Embedder
 
 pytest.importorskip("starlette", reason="the serve extra is not installed")
+from gist_onnx.serve import process as serve_process  # noqa: E402
+from gist_onnx.serve.process import ServerProcess  # noqa: E402
+
 KEY = "test-key-1234"
 TEXTS = ["How to bake a chocolate cake?", "The stock market fell today.", "Embeddings map text to vectors."]
 
 
 @dataclass
 class Server:
-    process: subprocess.Popen
-    url: str
+    """A real server process and a client factory for it."""
+
+    running: ServerProcess
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.running.process
+
+    @property
+    def url(self) -> str:
+        return self.running.url
 
     def client(self, key: str | None = KEY, timeout: float = 30) -> httpx.Client:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(model: Path, *args: str, ready_within: float = 60) -> Server:
-    """Start `gist-onnx serve` on a free port and wait until /health says ready."""
-    port = _free_port()
-    command = [sys.executable, "-m", "gist_onnx", "serve", "-m", str(model), "--port", str(port), *args]
-    env = {**os.environ, "GIST_ONNX_API_KEY": KEY}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_within
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}: {process.stdout.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return Server(process, url)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the server did not become ready in time")
+def start_server(model: Path, *args: str) -> Server:
+    return Server(serve_process.start_server(model, *args, env={"GIST_ONNX_API_KEY": KEY}))
 
 
 def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
+    server.running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +188,7 @@ def test_info_health_and_metrics(server: Server, reference: Embedder) -> None:
     assert info["dim"] == reference.dim and info["max_seq_length"] == reference.max_seq_length
     assert info["precision"] == "fp32" and info["provider"] == "CPUExecutionProvider"
     assert info["limits"]["max_client_batch"] == 16 and info["limits"]["max_queue"] == 512
-    assert info["limits"]["max_batch_tokens"] == 2048 and info["version"]
+    assert info["limits"]["max_batch_tokens"] == 512 and info["version"]  # the CPU cap per run
     for name in (
         'gist_onnx_requests_total{route="/embed",status="200"}',
         "gist_onnx_inputs_total",
@@ -326,3 +308,15 @@ def test_serve_is_not_imported_by_the_runtime() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_each_run_holds_the_oldest_text_in_a_window_of_similar_lengths() -> None:
+    from gist_onnx.serve.batcher import run_around_oldest
+
+    lengths = [12, 60, 11, 12, 13, 58, 12, 11, 10, 59, 12]  # text 0 is the oldest
+    run = run_around_oldest(list(range(len(lengths))), lengths, budget=64)
+    assert 0 in run and max(lengths[k] for k in run) * len(run) <= 64
+    assert all(lengths[k] < 20 for k in run)  # the 60-token texts wait for a run of their own
+    long_first = run_around_oldest(list(range(len(lengths))), [60, *lengths[1:]], budget=128)
+    assert 0 in long_first and all(lengths[k] >= 58 or k == 0 for k in long_first)
+    assert run_around_oldest([0], [600], budget=64) == [0]  # over the budget alone: still served

@@ -38,7 +38,7 @@ class ServeConfig:
     api_key: str | None = None
     max_client_batch: int = 64
     max_queue: int = 512
-    max_batch_tokens: int | None = None  # one take's token budget; None: 4 session runs' worth
+    max_batch_tokens: int | None = None  # padded tokens per session run; None: the Embedder's cap
     max_body_bytes: int = 2 * 2**20
     auto_truncate: bool = False
     served_model_name: str | None = None
@@ -67,7 +67,7 @@ class EmbeddingService:
             max_queue=config.max_queue,
             max_batch_tokens=config.max_batch_tokens,
             batching=config.batching,
-            on_take=self.metrics.observe_take,
+            on_run=self.metrics.observe_run,
         )
 
     @property

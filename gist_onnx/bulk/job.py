@@ -1,0 +1,173 @@
+"""`embed_dataset`: a corpus of Parquet or JSONL files → one Parquet file of vectors per shard.
+
+The driver plans the shards, skips those already written, hands the rest to an engine, checks
+every shard, and writes ``_manifest.json`` and then ``_SUCCESS`` last. A job killed at any point
+resumes where it stopped when run again: no row is lost, none is written twice.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from gist_onnx.bulk.engines import WorkSpec, run_local, run_ray
+from gist_onnx.bulk.shards import DatasetError, Shard, ShardResult, finished, leftovers, plan_shards
+from gist_onnx.embedder import choose_precision
+from gist_onnx.manifest import read_manifest
+from gist_onnx.progress import Progress
+
+ENGINES = ("local", "ray")
+MANIFEST = "_manifest.json"
+SUCCESS = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    """What a job wrote, and what it left out."""
+
+    output: Path
+    shards: int
+    shards_skipped: int  # already complete from an earlier run
+    rows: int
+    written: int
+    bad: list[tuple[str, str]]  # (row id, why), never written
+    seconds: float
+    startup_seconds: float  # engine start (Ray's cluster), apart from the work
+
+
+def expand_inputs(inputs: str | Sequence[str | Path]) -> list[Path]:
+    """A glob, or a list of paths and globs, as the sorted files they name."""
+    patterns = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    found: list[Path] = []
+    for pattern in map(str, patterns):
+        matches = sorted(glob.glob(os.path.expanduser(pattern))) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise DatasetError(f"{pattern}: matches no file")
+        found += [Path(m) for m in matches]
+    return list(dict.fromkeys(found))
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def workers_and_threads(workers: int | None, threads: int | None) -> tuple[int, int]:
+    """Worker count and ONNX Runtime threads per worker: workers x threads = cores by default."""
+    cores = _cores()
+    if workers is None and threads is None:
+        return cores, 1  # one single-threaded session per core: no intra-op synchronization
+    if workers is None:
+        return max(1, cores // threads), threads
+    return workers, threads or max(1, cores // workers)
+
+
+def embed_dataset(
+    model_dir: str | Path,
+    inputs: str | Sequence[str | Path],
+    output: str | Path,
+    text_column: str = "text",
+    id_column: str | None = None,
+    *,
+    engine: str = "local",
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+    batch_size: int = 32,
+    rows_per_shard: int = 50_000,
+    ray_address: str | None = None,
+    precision: str = "auto",
+    provider: str = "cpu",
+    strict: bool = False,
+    show_progress: bool = True,
+) -> DatasetResult:
+    """Embed the ``text_column`` of every row of ``inputs`` into Parquet shards under ``output``.
+
+    Each shard file holds the id column (``id_column``, or "id" = "FILE:ROW") and ``embedding``
+    (a fixed-size list of float32). Rows whose text is null or not a string are left out and
+    returned in ``bad`` (``strict`` raises instead). Run it again after a crash to finish.
+    """
+    if engine not in ENGINES:
+        raise DatasetError(f"engine must be one of {ENGINES}, got {engine!r}")
+    started = time.perf_counter()
+    model_dir, output = Path(model_dir), Path(output)
+    manifest = read_manifest(model_dir)
+    chosen = choose_precision(precision, manifest, on_cuda=provider == "cuda", model_dir=model_dir)
+    shards = plan_shards(expand_inputs(inputs), rows_per_shard, manifest.graphs[chosen].sha256)
+    (output / SUCCESS).unlink(missing_ok=True)  # whatever happens next, the old success is stale
+    for temporary in leftovers(output):
+        temporary.unlink(missing_ok=True)  # a writer that died: its shard is computed again
+
+    results = {shard.id: result for shard in shards if (result := finished(shard, output))}
+    todo = [shard for shard in shards if shard.id not in results]
+    workers, threads = workers_and_threads(workers, threads_per_worker)
+    spec = WorkSpec(
+        str(model_dir.resolve()), str(output.resolve()), text_column, id_column, chosen, provider,
+        threads, batch_size, strict,
+    )  # fmt: skip
+    total_rows = sum(shard.rows for shard in todo)
+    progress = Progress("embedding", total_rows, enabled=show_progress and bool(todo), unit="rows")
+    startup = [0.0]
+
+    def engine_started() -> None:
+        startup[0] = time.perf_counter() - started
+        progress.restart()
+
+    if todo:
+        run = (
+            run_local(todo, spec, min(workers, len(todo)))
+            if engine == "local"
+            else run_ray(todo, spec, min(workers, len(todo)), ray_address, engine_started)
+        )
+        by_id = {shard.id: shard for shard in todo}
+        for result in run:
+            results[result.shard_id] = result
+            progress.update(by_id[result.shard_id].rows)
+        progress.close()
+
+    checked = _check_every_shard(shards, output)
+    bad = [row for shard in shards for row in checked[shard.id].bad]
+    written = sum(result.written for result in checked.values())
+    rows = sum(shard.rows for shard in shards)
+    document = {
+        "model": manifest.source_model,
+        "model_dir": str(model_dir.resolve()),
+        "precision": chosen,
+        "graph_sha256": manifest.graphs[chosen].sha256,
+        "dim": manifest.embedding_dim,
+        "text_column": text_column,
+        "id_column": id_column or "id",
+        "rows": rows,
+        "written": written,
+        "bad_rows": len(bad),
+        "shards": [{**asdict(s), "file": s.file_name, "written": checked[s.id].written} for s in shards],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (output / MANIFEST).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    (output / SUCCESS).write_text("", encoding="utf-8")  # last: the job is complete
+    if bad:
+        shown = ", ".join(f"{row_id} ({why})" for row_id, why in bad[:20])
+        more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
+        print(f"{len(bad)} bad rows left out: {shown}{more}", file=sys.stderr)
+    seconds = time.perf_counter() - started
+    return DatasetResult(
+        output, len(shards), len(shards) - len(todo), rows, written, bad, seconds, startup[0]
+    )
+
+
+def _check_every_shard(shards: list[Shard], output: Path) -> dict[str, ShardResult]:
+    """Each shard's result as its file records it; DatasetError names the first one missing."""
+    checked = {}
+    for shard in shards:
+        found = finished(shard, output)
+        if found is None:
+            raise DatasetError(
+                f"{output / shard.file_name} is missing or incomplete; run the job again to finish"
+            )
+        checked[shard.id] = found
+    return checked
