@@ -20,21 +20,19 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import log, machine, random_gist, versions
-from benchmarks.corpus import fixed_shuffle, load_stsb, passages
+from benchmarks.corpus import Workload, load_stsb, workload_texts
+
+# Small shards, so that every worker has several: the corpus is small next to a real one.
+ROWS_PER_SHARD = 25
 
 
 def _corpus(folder: Path, rows: int, tokenizer: Path) -> tuple[Path, list[str]]:
+    """STS-B sentences joined into passages of up to 126 tokens, as Parquet (and a one-row file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tokenizers import Tokenizer
 
-    counter = Tokenizer.from_file(str(tokenizer))
-    counter.no_truncation()
-
-    def count(texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in counter.encode_batch(texts, add_special_tokens=False)]
-
-    texts = passages(fixed_shuffle(load_stsb().sentences()), count, 126, rows)
+    workload = {"passages": Workload(rows, 126, (32,))}
+    texts = workload_texts(workload, load_stsb().sentences(), tokenizer)["passages"]
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"text": texts}), folder / "corpus.parquet")
     pq.write_table(pa.table({"text": texts[:1]}), folder / "one-row.parquet")
@@ -64,7 +62,10 @@ def measure_engine(
         out = scratch / f"{engine}-{name}"
         shutil.rmtree(out, ignore_errors=True)
         started = time.perf_counter()
-        embed_dataset(model, str(source), out, engine=engine, precision=precision, show_progress=False)
+        embed_dataset(
+            model, str(source), out, engine=engine, precision=precision, rows_per_shard=ROWS_PER_SHARD,
+            show_progress=False,
+        )  # fmt: skip
         return time.perf_counter() - started
 
     log(f"{engine}: start-up (a one-row dataset)")

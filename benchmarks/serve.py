@@ -236,6 +236,10 @@ def measure_precision(folder: Path, precision: str, texts: list[str], plan: Serv
     return results
 
 
+def _statuses(counts: dict[str, int]) -> str:
+    return ", ".join(f"{count} x {status}" for status, count in counts.items())
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
@@ -278,9 +282,10 @@ def markdown(report: dict[str, Any]) -> str:
             rejected = f"{o['rejected_p99_ms']:.1f}" if o["rejected_p99_ms"] is not None else "none"
             lines.append(
                 f"| {precision} | {share} | {o['rate_per_s']:.0f} / {o['texts_per_s']:.0f} | "
-                f"{o['p50_ms']:.0f} / {o['p99_ms']:.0f} | {o['statuses']} | {o['errors']} | {rejected} | "
+                f"{o['p50_ms']:.0f} / {o['p99_ms']:.0f} | {_statuses(o['statuses'])} | {o['errors']} | "
+                f"{rejected} | "
                 f"{s['rss_mib_idle']:.0f} → {o['rss_mib_after']:.0f} | "
-                f"{after['statuses']}, p50 {after['p50_ms']:.1f} |"
+                f"{_statuses(after['statuses'])}, p50 {after['p50_ms']:.1f} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -350,6 +355,6 @@ def readme_table(report: dict[str, Any]) -> str:
             f"| {precision} | {ip['floor_texts_per_s']:.1f} / {ip['ceiling_texts_per_s']:.1f} | {c64:.1f} "
             f"({c64 / ip['ceiling_texts_per_s']:.2f}x, {c64 / ip['floor_texts_per_s']:.2f}x) | "
             f"{r['server_no_batching']['closed_64']['texts_per_s']:.1f} | {s['idle']['overhead_ms']:.2f} | "
-            f"{overload['statuses']}, {rejected} |"
+            f"{_statuses(overload['statuses'])}, {rejected} |"
         )
     return "\n".join(lines) + "\n"

@@ -99,6 +99,7 @@ def embed_dataset(
     manifest = read_manifest(model_dir)
     chosen = choose_precision(precision, manifest, on_cuda=provider == "cuda", model_dir=model_dir)
     shards = plan_shards(expand_inputs(inputs), rows_per_shard, manifest.graphs[chosen].sha256)
+    _refuse_foreign_shards(output, shards)
     (output / SUCCESS).unlink(missing_ok=True)  # whatever happens next, the old success is stale
     for temporary in leftovers(output):
         temporary.unlink(missing_ok=True)  # a writer that died: its shard is computed again
@@ -158,6 +159,17 @@ def embed_dataset(
     return DatasetResult(
         output, len(shards), len(shards) - len(todo), rows, written, bad, seconds, startup[0]
     )
+
+
+def _refuse_foreign_shards(output: Path, shards: list[Shard]) -> None:
+    """Shard files of another plan in the output would be read as rows of this one, twice."""
+    planned = {shard.file_name for shard in shards}
+    foreign = sorted(p.name for p in output.glob("*.parquet") if p.name not in planned)
+    if foreign:
+        raise DatasetError(
+            f"{output} holds {len(foreign)} shard files of another job ({foreign[0]}, ...): another "
+            "input, model or --rows-per-shard. Write to a new folder, or delete those files"
+        )
 
 
 def _check_every_shard(shards: list[Shard], output: Path) -> dict[str, ShardResult]:

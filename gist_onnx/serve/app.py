@@ -46,8 +46,10 @@ class ServeConfig:
     threads: int | None = None
 
 
-class _Draining(Exception):
-    pass
+def _load_embedder(config: ServeConfig) -> Embedder:
+    return Embedder(
+        config.model_dir, provider=config.provider, precision=config.precision, threads=config.threads
+    )
 
 
 class EmbeddingService:
@@ -57,11 +59,7 @@ class EmbeddingService:
         self.config = config
         self.metrics = Metrics()
         self.in_flight = 0
-        load = load or (
-            lambda: Embedder(
-                config.model_dir, provider=config.provider, precision=config.precision, threads=config.threads
-            )
-        )
+        load = load or (lambda: _load_embedder(config))
         self.batcher = Batcher(
             load,
             max_queue=config.max_queue,

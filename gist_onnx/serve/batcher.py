@@ -14,6 +14,7 @@ Nothing here knows HTTP: the server awaits ``Job.future`` on its event loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -162,6 +163,7 @@ class Batcher:
         self._thread.join(timeout)
 
     def _work(self) -> None:
+        _yield_to_the_event_loop()
         try:
             embedder = self._load()
             embedder.encode(["warm up", "a longer text to warm up the session " * 8])
@@ -225,6 +227,16 @@ class Batcher:
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
         width = max(len(e.ids) for e in encodings)
         self._on_run(RunStats(len(run), width * len(run), first_runs, elapsed))
+
+
+def _yield_to_the_event_loop() -> None:
+    """Run this thread, and the ONNX Runtime threads it creates, at a lower priority than the
+    HTTP event loop: admitting a request, refusing one with 429 and answering health checks take
+    microseconds, and must not wait behind a session run that holds every core."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)  # Linux: per thread
+    except (AttributeError, OSError):  # other systems: the default priority
+        pass
 
 
 def run_around_oldest(candidates: list[int], lengths: list[int], budget: int) -> list[int]:
