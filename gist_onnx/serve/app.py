@@ -55,13 +55,12 @@ def _load_embedder(config: ServeConfig) -> Embedder:
 class EmbeddingService:
     """The state the routes share: configuration, batcher, metrics, requests in flight."""
 
-    def __init__(self, config: ServeConfig, load: Callable[[], Embedder] | None = None) -> None:
+    def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.metrics = Metrics()
         self.in_flight = 0
-        load = load or (lambda: _load_embedder(config))
         self.batcher = Batcher(
-            load,
+            lambda: _load_embedder(config),
             max_queue=config.max_queue,
             max_batch_tokens=config.max_batch_tokens,
             batching=config.batching,
