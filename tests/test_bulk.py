@@ -93,6 +93,7 @@ def test_a_shard_embeds_its_rows_and_reports_bad_ones(tmp_path: Path, embedder: 
         embed_shard(shard, embedder, tmp_path / "strict", "text", "doc_id", strict=True)
 
 
+@pytest.mark.slow  # worker processes
 def test_jsonl_rows_bad_lines_and_default_ids(tmp_path: Path, embedder: Embedder) -> None:
     source = tmp_path / "in.jsonl"
     lines = [json.dumps({"text": "first"}), "not json", json.dumps({"text": 7}), json.dumps({"text": "last"})]
@@ -104,6 +105,7 @@ def test_jsonl_rows_bad_lines_and_default_ids(tmp_path: Path, embedder: Embedder
     assert set(found) == {f"{source}:0", f"{source}:3"}
 
 
+@pytest.mark.slow  # worker processes
 def test_local_engine_with_two_workers_and_a_rerun_that_skips(tmp_path: Path, embedder: Embedder) -> None:
     texts = _texts(300)
     for part in range(2):
@@ -212,6 +214,7 @@ def test_a_killed_driver_resumes_with_only_the_missing_shards(
     assert _min_cosine(_read_output(out), expected) >= 0.99999
 
 
+@pytest.mark.slow  # worker processes
 def test_cli_errors_are_one_line(tmp_path: Path, tiny_export: Path) -> None:
     source = _write_parquet(tmp_path / "in.parquet", ["a", None])
     cases = [

@@ -150,6 +150,7 @@ def _rss_mib() -> float:
     raise RuntimeError("no VmRSS")
 
 
+@pytest.mark.slow  # 10,000 runs
 def test_ten_thousand_batches_of_varying_length_keep_memory_bounded(tiny_export: Path) -> None:
     embedder = Embedder(tiny_export, provider="cpu")
     rng = np.random.default_rng(0)

@@ -26,6 +26,8 @@ pytest.importorskip("starlette", reason="the serve extra is not installed")
 from gist_onnx.serve import process as serve_process  # noqa: E402
 from gist_onnx.serve.process import ServerProcess  # noqa: E402
 
+# A real server process per module and per lifecycle test: the full suite's, not the fast tier's.
+pytestmark = pytest.mark.slow
 KEY = "test-key-1234"
 TEXTS = ["How to bake a chocolate cake?", "The stock market fell today.", "Embeddings map text to vectors."]
 
