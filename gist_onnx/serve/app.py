@@ -47,9 +47,11 @@ class ServeConfig:
 
 
 def _load_embedder(config: ServeConfig) -> Embedder:
+    # The session's own cap per run is the server's budget, so a run the worker forms is one run.
     return Embedder(
-        config.model_dir, provider=config.provider, precision=config.precision, threads=config.threads
-    )
+        config.model_dir, provider=config.provider, precision=config.precision, threads=config.threads,
+        max_batch_tokens=config.max_batch_tokens or "auto",
+    )  # fmt: skip
 
 
 class EmbeddingService:
