@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.common import log, machine, random_gist, versions
 from benchmarks.corpus import fixed_shuffle, load_stsb
-from benchmarks.measure import median, timed
+from benchmarks.measure import alternating_latency, median, timed
 
 
 @dataclass(frozen=True)
@@ -155,10 +155,9 @@ async def open_loop(port: int, rate: float, texts: list[str], seconds: float) ->
     return LoadResult(time.perf_counter() - began, latencies, errors)
 
 
-def idle_overhead(port: int, embedder, texts: list[str], calls: int, block: int = 10) -> dict[str, float]:
+def idle_overhead(port: int, embedder, texts: list[str], calls: int) -> dict[str, float]:
     """Single-text p50 in process and through an idle server, in alternating blocks."""
     connection = http.client.HTTPConnection("127.0.0.1", port)
-    samples: dict[str, list[float]] = {"in_process": [], "server": []}
 
     def over_http(text: str) -> None:
         connection.request("POST", "/v1/embeddings", json.dumps({"input": text, "encoding_format": "float"}))
@@ -167,17 +166,10 @@ def idle_overhead(port: int, embedder, texts: list[str], calls: int, block: int 
         if response.status != 200:
             raise RuntimeError(f"the server answered {response.status}")
 
-    calls_by_name = {"in_process": lambda t: embedder.encode([t]), "server": over_http}
-    for text in texts[:5]:
-        for call in calls_by_name.values():
-            call(text)
-    for start in range(0, calls, block):
-        order = list(calls_by_name.items())
-        for name, call in order if (start // block) % 2 == 0 else order[::-1]:
-            for index in range(start, start + block):
-                samples[name].append(timed(lambda c=call, t=texts[index % len(texts)]: c(t)) * 1e3)
+    p50 = alternating_latency(
+        {"in_process": lambda t: embedder.encode([t]), "server": over_http}, texts, calls
+    )
     connection.close()
-    p50 = {name: median(values) for name, values in samples.items()}
     return {"in_process_p50_ms": p50["in_process"], "server_p50_ms": p50["server"],
             "overhead_ms": p50["server"] - p50["in_process"]}  # fmt: skip
 
