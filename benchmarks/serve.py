@@ -16,8 +16,11 @@ import asyncio
 import http.client
 import json
 import random
+import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +29,41 @@ import numpy as np
 from benchmarks.common import log, machine, random_gist, versions
 from benchmarks.corpus import fixed_shuffle, load_stsb
 from benchmarks.measure import alternating_latency, median, timed
+from gist_onnx.options import GRAPH_PRECISIONS
 
 
 @dataclass(frozen=True)
 class ServePlan:
     clients: tuple[int, ...]
     closed_seconds: float
+    ceiling_blocks: int  # the most clients' loop runs this many times, each after a ceiling pass
     open_seconds: dict[str, float]  # load as a share of the peak → seconds
+    queue_shares: tuple[str, ...]  # loads also offered to the batcher in process, without HTTP
     idle_calls: int
     precisions: tuple[str, ...]
     tiny: bool
 
 
-FULL = ServePlan((1, 16, 64), 15.0, {"50%": 20.0, "200%": 30.0}, 200, ("fp32", "int8"), tiny=False)
-QUICK = ServePlan((1, 16, 64), 3.0, {"50%": 3.0, "200%": 4.0}, 40, ("fp32",), tiny=True)
+FULL = ServePlan(
+    clients=(1, 16, 64),
+    closed_seconds=15.0,
+    ceiling_blocks=3,
+    open_seconds={"25%": 30.0, "50%": 40.0, "200%": 30.0},
+    queue_shares=("25%", "50%"),
+    idle_calls=200,
+    precisions=("fp32", "int8"),
+    tiny=False,
+)
+QUICK = ServePlan(
+    clients=(1, 16, 64),
+    closed_seconds=3.0,
+    ceiling_blocks=2,
+    open_seconds={"50%": 3.0, "200%": 4.0},
+    queue_shares=("50%",),
+    idle_calls=40,
+    precisions=("fp32",),
+    tiny=True,
+)
 CEILING_TEXTS = 256
 
 
@@ -72,6 +96,7 @@ class LoadResult:
     seconds: float
     latencies: dict[int, list[float]]  # status → seconds of each response
     errors: int  # connections refused, reset or closed mid-response
+    steady_texts_per_s: float | None = None  # a closed loop's rate once every client is answered
 
     def summary(self) -> dict[str, Any]:
         ok = np.array(self.latencies.get(200, [])) * 1e3
@@ -79,7 +104,7 @@ class LoadResult:
         pct = lambda a, q: float(np.percentile(a, q)) if len(a) else None  # noqa: E731
         return {
             "seconds": self.seconds,
-            "texts_per_s": len(ok) / self.seconds,
+            "texts_per_s": self.steady_texts_per_s or len(ok) / self.seconds,
             "p50_ms": pct(ok, 50), "p95_ms": pct(ok, 95), "p99_ms": pct(ok, 99),
             "statuses": {str(k): len(v) for k, v in sorted(self.latencies.items())},
             "errors": self.errors,
@@ -88,10 +113,17 @@ class LoadResult:
 
 
 async def closed_loop(port: int, clients: int, texts: list[str], seconds: float) -> LoadResult:
-    """``clients`` connections, each sending its next text as soon as the last is answered."""
+    """``clients`` connections, each sending its next text as soon as the last is answered.
+
+    Its throughput counts the answers between the moment every client has had one (the first
+    wave, which all arrives at once, is over) and the end (the last answers trickle in with
+    fewer clients waiting): the steady state, whatever the loop's length.
+    """
     latencies: dict[int, list[float]] = {}
     errors = 0
     stop = time.perf_counter() + seconds
+    first_answers: list[float] = []
+    answered_at: list[float] = []
 
     async def client(index: int) -> None:
         nonlocal errors
@@ -104,26 +136,59 @@ async def closed_loop(port: int, clients: int, texts: list[str], seconds: float)
             except (OSError, asyncio.IncompleteReadError, ValueError):
                 errors += 1
                 return
-            latencies.setdefault(status, []).append(time.perf_counter() - started)
+            now = time.perf_counter()
+            latencies.setdefault(status, []).append(now - started)
+            if status == 200:
+                answered_at.append(now)
+            if sent == index:
+                first_answers.append(now)
             sent += clients
         writer.close()
 
     began = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
+    result = LoadResult(time.perf_counter() - began, latencies, errors)
+    steady_from = max(first_answers, default=stop)
+    if len(first_answers) == clients and steady_from < stop:
+        result.steady_texts_per_s = sum(steady_from < t <= stop for t in answered_at) / (stop - steady_from)
+    return result
+
+
+async def poisson_arrivals(
+    rate: float, seconds: float, arrival: Callable[[int], Awaitable[int | None]]
+) -> LoadResult:
+    """Start ``arrival(index)`` at Poisson times, ``rate`` a second for ``seconds``, whatever the
+    pace of what serves them; each returns a status, or None for a dropped connection."""
+    latencies: dict[int, list[float]] = {}
+    errors = 0
+    rng = random.Random(0)  # the same arrival times for every server measured
+
+    async def timed_arrival(index: int) -> None:
+        nonlocal errors
+        started = time.perf_counter()
+        status = await arrival(index)
+        if status is None:
+            errors += 1
+        else:
+            latencies.setdefault(status, []).append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    tasks, index, due = [], 0, began
+    while due < began + seconds:
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        tasks.append(asyncio.ensure_future(timed_arrival(index)))
+        index += 1
+        due += rng.expovariate(rate)
+    await asyncio.gather(*tasks)
     return LoadResult(time.perf_counter() - began, latencies, errors)
 
 
 async def open_loop(port: int, rate: float, texts: list[str], seconds: float) -> LoadResult:
-    """Poisson arrivals at ``rate`` per second for ``seconds``, whatever the server's pace; each
-    arrival takes a free keep-alive connection or opens one."""
-    latencies: dict[int, list[float]] = {}
-    errors = 0
+    """The server under Poisson arrivals; each arrival takes a free keep-alive connection or
+    opens one."""
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    rng = random.Random(0)
 
-    async def arrival(index: int) -> None:
-        nonlocal errors
-        started = time.perf_counter()
+    async def arrival(index: int) -> int | None:
         request = _request_bytes(texts[index % len(texts)])
         try:
             if idle:  # a kept-alive connection the server may have closed after its idle timeout
@@ -137,22 +202,47 @@ async def open_loop(port: int, rate: float, texts: list[str], seconds: float) ->
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 status = await _exchange(reader, writer, request)
         except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
-            return
-        latencies.setdefault(status, []).append(time.perf_counter() - started)
+            return None
         idle.append((reader, writer))
+        return status
 
-    began = time.perf_counter()
-    tasks, index, due = [], 0, began
-    while due < began + seconds:
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        tasks.append(asyncio.ensure_future(arrival(index)))
-        index += 1
-        due += rng.expovariate(rate)
-    await asyncio.gather(*tasks)
+    result = await poisson_arrivals(rate, seconds, arrival)
     for _, writer in idle:
         writer.close()
-    return LoadResult(time.perf_counter() - began, latencies, errors)
+    return result
+
+
+def open_loop_in_process(
+    folder: Path, provider: str, precision: str, rate: float, texts: list[str], seconds: float
+) -> LoadResult:
+    """The server's batcher without HTTP under the same arrivals: a text is tokenized, queued and
+    awaited in this process, so what the queue itself costs at this load shows apart from HTTP."""
+    from gist_onnx import Embedder
+    from gist_onnx.serve.batcher import Batcher, Job
+
+    # Built on the batcher's worker thread, as the server builds it, so its threads run at the
+    # worker's priority.
+    batcher = Batcher(lambda: Embedder(folder, provider=provider, precision=precision), 512, None)
+    batcher.start()
+    while not batcher.ready:
+        if batcher.load_error is not None:
+            raise batcher.load_error
+        time.sleep(0.05)
+    embedder = batcher.embedder
+
+    async def arrival(index: int) -> int:
+        loop = asyncio.get_running_loop()
+        job = Job(embedder.tokenize([texts[index % len(texts)]]), True, loop, loop.create_future())
+        batcher.submit(job)  # the queue holds 512 texts: far more than these loads leave waiting
+        await job.future
+        return 200
+
+    try:
+        return asyncio.run(poisson_arrivals(rate, seconds, arrival))
+    finally:
+        batcher.drain()
+        batcher.stop()
+        batcher.join()
 
 
 def idle_overhead(port: int, embedder, texts: list[str], calls: int) -> dict[str, float]:
@@ -174,40 +264,78 @@ def idle_overhead(port: int, embedder, texts: list[str], calls: int) -> dict[str
             "overhead_ms": p50["server"] - p50["in_process"]}  # fmt: skip
 
 
-def in_process(embedder, texts: list[str], calls: int) -> dict[str, float]:
-    """The floor (one text per call) and the ceiling (batch 32) on the same texts."""
-    embedder.encode(texts[:32], batch_size=32)
-    one = [timed(lambda t=t: embedder.encode([t])) for t in (texts * 2)[:calls]]
-    batch = median([timed(lambda: embedder.encode(texts[:CEILING_TEXTS], batch_size=32)) for _ in range(3)])
+def floor_texts_per_s(embedder, texts: list[str], calls: int) -> float:
+    """In-process ``encode([text])`` once per call: the no-server floor."""
+    return 1 / median([timed(lambda t=t: embedder.encode([t])) for t in (texts * 2)[:calls]])
+
+
+def ceiling_texts_per_s(embedder, texts: list[str]) -> float:
+    """In-process ``encode`` at batch 32 on the first 256 texts: the ceiling."""
+    seconds = timed(lambda: embedder.encode(texts[:CEILING_TEXTS], batch_size=32))
+    return min(CEILING_TEXTS, len(texts)) / seconds
+
+
+def closed_beside_in_process(
+    port: int, embedder, clients: int, texts: list[str], seconds: float, blocks: int, floor_calls: int
+) -> dict[str, Any]:
+    """The closed loop for ``blocks`` blocks of ``seconds``, each right after an in-process floor
+    and ceiling pass. The machine's speed drifts over minutes, so each block is compared with the
+    passes beside it and the ratios are the medians of those pairs."""
+    floors, ceilings, results = [], [], []
+    for _ in range(blocks):
+        floors.append(floor_texts_per_s(embedder, texts, floor_calls))
+        ceilings.append(ceiling_texts_per_s(embedder, texts))
+        results.append(asyncio.run(closed_loop(port, clients, texts, seconds)))
+    merged = LoadResult(sum(r.seconds for r in results), {}, sum(r.errors for r in results))
+    for result in results:
+        for status, values in result.latencies.items():
+            merged.latencies.setdefault(status, []).extend(values)
+    rates = [r.summary()["texts_per_s"] for r in results]
     return {
-        "floor_texts_per_s": 1 / median(one),
-        "ceiling_texts_per_s": min(CEILING_TEXTS, len(texts)) / batch,
+        **merged.summary(),
+        "texts_per_s": median(rates),
+        "block_texts_per_s": rates,
+        "floor_texts_per_s": median(floors),
+        "ceiling_texts_per_s": median(ceilings),
+        "floors": floors,
+        "ceilings": ceilings,
+        "vs_floor": median([rate / floor for rate, floor in zip(rates, floors)]),
+        "vs_ceiling": median([rate / ceiling for rate, ceiling in zip(rates, ceilings)]),
     }
 
 
-def measure_precision(folder: Path, precision: str, texts: list[str], plan: ServePlan) -> dict[str, Any]:
+def measure_precision(
+    folder: Path, provider: str, precision: str, texts: list[str], plan: ServePlan
+) -> dict[str, Any]:
     from gist_onnx import Embedder
     from gist_onnx.serve.process import start_server
 
-    results: dict[str, Any] = {}
-    embedder = Embedder(folder, provider="cpu", precision=precision)
-    log(f"[{precision}] in-process floor and ceiling")
-    results["in_process"] = in_process(embedder, texts, plan.idle_calls)
-
+    embedder = Embedder(folder, provider=provider, precision=precision)
+    embedder.encode(texts[:32], batch_size=32)  # warm-up: first calls allocate
+    results: dict[str, Any] = {"in_process": {}}
+    peak = 0.0
     for batching in (False, True):
         name = "server" if batching else "server_no_batching"
-        args = ("--precision", precision, "--max-queue", "512") + (() if batching else ("--no-batching",))
+        args = ["--provider", provider, "--precision", precision, "--max-queue", "512"]
+        if not batching:
+            args.append("--no-batching")
         server = start_server(folder, *args)
         try:
             figures: dict[str, Any] = {"rss_mib_idle": server.rss_mib()}
             if batching:
                 log(f"[{precision}] idle overhead, {plan.idle_calls} calls each way")
                 figures["idle"] = idle_overhead(server.port, embedder, texts, plan.idle_calls)
-            for clients in plan.clients if batching else (64,):
+            for clients in plan.clients if batching else (max(plan.clients),):
                 log(f"[{precision}] {name}: closed loop, {clients} clients, {plan.closed_seconds:.0f} s")
-                figures[f"closed_{clients}"] = asyncio.run(
-                    closed_loop(server.port, clients, texts, plan.closed_seconds)
-                ).summary()
+                if clients == max(plan.clients):  # the goal's ratios: beside floor and ceiling
+                    figures[f"closed_{clients}"] = closed_beside_in_process(
+                        server.port, embedder, clients, texts, plan.closed_seconds, plan.ceiling_blocks,
+                        floor_calls=plan.idle_calls // 4,
+                    )  # fmt: skip
+                else:
+                    figures[f"closed_{clients}"] = asyncio.run(
+                        closed_loop(server.port, clients, texts, plan.closed_seconds)
+                    ).summary()
             if batching:
                 peak = figures[f"closed_{max(plan.clients)}"]["texts_per_s"]
                 for share, seconds in plan.open_seconds.items():
@@ -225,6 +353,18 @@ def measure_precision(folder: Path, precision: str, texts: list[str], plan: Serv
         finally:
             figures_exit = server.stop()
             results.setdefault("exit_codes", {})[name] = figures_exit
+    beside = results["server"][f"closed_{max(plan.clients)}"]
+    results["in_process"]["floor_texts_per_s"] = beside["floor_texts_per_s"]
+    results["in_process"]["ceiling_texts_per_s"] = beside["ceiling_texts_per_s"]
+    del embedder  # its memory, before a second session is built for the batcher alone
+    for share in plan.queue_shares:
+        rate = peak * float(share.rstrip("%")) / 100
+        seconds = plan.open_seconds[share]
+        log(f"[{precision}] the batcher in process (no HTTP) at {share} of the peak, {seconds:.0f} s")
+        results["in_process"][f"open_{share}"] = {
+            "rate_per_s": rate,
+            **open_loop_in_process(folder, provider, precision, rate, texts, seconds).summary(),
+        }
     return results
 
 
@@ -232,14 +372,22 @@ def _statuses(counts: dict[str, int]) -> str:
     return ", ".join(f"{count} x {status}" for status, count in counts.items())
 
 
+def _p50_p99(figures: dict[str, Any] | None) -> str:
+    return f"{figures['p50_ms']:.0f} / {figures['p99_ms']:.0f}" if figures else "not run"
+
+
 def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
         "# Serving benchmark",
         "",
-        f"`{report['command']}` on {m['cpu']}, {m['logical_cores']} logical cores ({', '.join(m['simd'])}); "
+        f"`{report['command']}` on {m['cpu']}, {m['logical_cores']} logical cores ({', '.join(m['simd'])})"
+        + (f", {report['gpu']} (CUDA)" if report.get("gpu") else "")
+        + "; "
         f"{report['created']}; {report['wall_s'] / 60:.1f} min. {report['model']}. Server and load "
-        "generator share the machine; every request is one short STS-B sentence to /v1/embeddings.",
+        "generator share the machine; every request is one short STS-B sentence to /v1/embeddings. "
+        "The 64-client loop runs in blocks, each right after an in-process floor and ceiling pass; "
+        "the ratios are medians over those neighbouring pairs.",
         "",
         "| precision | in-process floor / ceiling texts/s | 1 / 16 / 64 clients texts/s | 64 clients, "
         "batching off | 64 vs ceiling / floor | idle overhead ms (p50) | p50 / p95 / p99 ms, 64 clients |",
@@ -248,8 +396,7 @@ def markdown(report: dict[str, Any]) -> str:
     for precision, r in report["precisions"].items():
         s, off, ip = r["server"], r["server_no_batching"], r["in_process"]
         c64 = s["closed_64"]
-        ceiling, floor = ip["ceiling_texts_per_s"], ip["floor_texts_per_s"]
-        ratios = f"{c64['texts_per_s'] / ceiling:.2f}x / {c64['texts_per_s'] / floor:.2f}x"
+        ratios = f"{c64['vs_ceiling']:.2f}x / {c64['vs_floor']:.2f}x"
         idle = s["idle"]
         lines.append(
             f"| {precision} | {ip['floor_texts_per_s']:.1f} / {ip['ceiling_texts_per_s']:.1f} | "
@@ -260,26 +407,75 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Open loop (Poisson arrivals at a share of the 64-client peak):",
+        'Open loop: Poisson arrivals at a share of the 64-client peak. "Same queue in process" offers '
+        "the same arrivals to the server's batcher without HTTP, in this process.",
         "",
-        "| precision | load | offered / served texts/s | p50 / p99 ms (200s) | statuses | dropped "
-        "connections | 429 p99 ms | RSS MiB idle → after | right after: status, ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| precision | load | offered / served texts/s | server p50 / p99 ms | same queue in process "
+        "p50 / p99 ms | 3x idle p50 ms | statuses | dropped connections | 429 p99 ms | RSS MiB idle → "
+        "after | right after: status, p50 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for precision, r in report["precisions"].items():
         s = r["server"]
-        for share in report["plan"]["open_seconds"]:
+        shares = list(report["plan"]["open_seconds"])
+        for share in shares:
             o = s[f"open_{share}"]
-            after = s["right_after_overload"]
             rejected = f"{o['rejected_p99_ms']:.1f}" if o["rejected_p99_ms"] is not None else "none"
+            after = s["right_after_overload"]  # measured once, after the last load
+            after_text = (
+                f"{_statuses(after['statuses'])}, {after['p50_ms']:.1f}" if share == shares[-1] else ""
+            )
             lines.append(
-                f"| {precision} | {share} | {o['rate_per_s']:.0f} / {o['texts_per_s']:.0f} | "
-                f"{o['p50_ms']:.0f} / {o['p99_ms']:.0f} | {_statuses(o['statuses'])} | {o['errors']} | "
-                f"{rejected} | "
-                f"{s['rss_mib_idle']:.0f} → {o['rss_mib_after']:.0f} | "
-                f"{_statuses(after['statuses'])}, p50 {after['p50_ms']:.1f} |"
+                f"| {precision} | {share} | {o['rate_per_s']:.0f} / {o['texts_per_s']:.0f} | {_p50_p99(o)} | "
+                f"{_p50_p99(r['in_process'].get(f'open_{share}'))} | {3 * s['idle']['server_p50_ms']:.0f} | "
+                f"{_statuses(o['statuses'])} | {o['errors']} | {rejected} | "
+                f"{s['rss_mib_idle']:.0f} → {o['rss_mib_after']:.0f} | {after_text} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def readme_table(report: dict[str, Any]) -> str:
+    """The README's serving table: 64 single-text clients against in-process encode, the tail at
+    half the peak, and overload, per precision."""
+    from benchmarks.report import machine_line
+
+    lines = [
+        f"{machine_line(report)} {report['model']}; one short text per request.",
+        "",
+        "| precision | in-process floor / ceiling texts/s | server, 64 clients texts/s (vs ceiling, vs "
+        "floor) | batching off | idle overhead p50 ms | 50% load p99 ms: server / same queue in "
+        "process / 3x idle p50 | 200% load: statuses, 429 p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for precision, r in report["precisions"].items():
+        s, ip = r["server"], r["in_process"]
+        c64, overload = s["closed_64"]["texts_per_s"], s["open_200%"]
+        rejected = (
+            f"{overload['rejected_p99_ms']:.1f}" if overload["rejected_p99_ms"] is not None else "no 429"
+        )
+        half, half_in_process = s["open_50%"], ip.get("open_50%")
+        tail = (
+            f"{half['p99_ms']:.0f} / "
+            + (f"{half_in_process['p99_ms']:.0f}" if half_in_process else "not run")
+            + f" / {3 * s['idle']['server_p50_ms']:.0f}"
+        )
+        lines.append(
+            f"| {precision} | {ip['floor_texts_per_s']:.1f} / {ip['ceiling_texts_per_s']:.1f} | {c64:.1f} "
+            f"({s['closed_64']['vs_ceiling']:.2f}x, {s['closed_64']['vs_floor']:.2f}x) | "
+            f"{r['server_no_batching']['closed_64']['texts_per_s']:.1f} | {s['idle']['overhead_ms']:.2f} | "
+            f"{tail} | {_statuses(overload['statuses'])}, {rejected} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _gpu_name() -> str:
+    try:
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        ).stdout.split("\n")
+        return names[0].strip() or "unknown GPU"
+    except OSError:
+        return "unknown GPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,27 +487,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work", type=Path, required=True, help="folder for the model and its export (reused)"
     )
+    parser.add_argument(
+        "--provider", choices=("cpu", "cuda"), default="cpu", help="where the server and encode run (cpu)"
+    )
+    parser.add_argument(
+        "--precisions", nargs="+", choices=GRAPH_PRECISIONS,
+        help="graphs to serve, one after the other (default: fp32 int8; on CUDA say fp16)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
+    if args.precisions:
+        plan = replace(plan, precisions=tuple(args.precisions))
 
     from gist_onnx.export import export_model
+    from gist_onnx.manifest import read_manifest
 
     started = time.perf_counter()
     model = random_gist(args.work, tiny=plan.tiny)
     folder = model.parent / "onnx"
-    if not (folder / "manifest.json").is_file():
-        log("exporting fp32 + int8")
-        export_model(str(model), folder, quantize="int8", force=True)
+    if not (folder / "manifest.json").is_file() or set(plan.precisions) - set(read_manifest(folder).graphs):
+        log(f"exporting {', '.join(plan.precisions)}")
+        quantize = "int8" if "int8" in plan.precisions else None
+        export_model(str(model), folder, quantize=quantize, fp16="fp16" in plan.precisions, force=True)
     texts = fixed_shuffle(load_stsb().sentences())[:1024]
     report: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command": "python -m benchmarks.serve" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python -m benchmarks.serve", *(argv if argv is not None else sys.argv[1:])]),
+        "provider": args.provider,
+        "gpu": _gpu_name() if args.provider == "cuda" else None,
         "machine": machine(),
         "versions": versions(),
         "model": "Random weights, GIST-Embedding-v0's "
         + ("config scaled down" if plan.tiny else "exact architecture"),
         "plan": asdict(plan),
-        "precisions": {p: measure_precision(folder, p, texts, plan) for p in plan.precisions},
+        "precisions": {p: measure_precision(folder, args.provider, p, texts, plan) for p in plan.precisions},
     }
     report["wall_s"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
@@ -324,29 +533,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def readme_table(report: dict[str, Any]) -> str:
-    """The README's serving table: 64 single-text clients against in-process encode, per precision."""
-    from benchmarks.report import machine_line
-
-    lines = [
-        f"{machine_line(report)} {report['model']}; one short text per request.",
-        "",
-        "| precision | in-process floor / ceiling texts/s | server, 64 clients texts/s (vs ceiling, vs "
-        "floor) | batching off | idle overhead p50 ms | 200% load: statuses, 429 p99 ms |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for precision, r in report["precisions"].items():
-        s, ip = r["server"], r["in_process"]
-        c64, overload = s["closed_64"]["texts_per_s"], s["open_200%"]
-        rejected = (
-            f"{overload['rejected_p99_ms']:.1f}" if overload["rejected_p99_ms"] is not None else "no 429"
-        )
-        lines.append(
-            f"| {precision} | {ip['floor_texts_per_s']:.1f} / {ip['ceiling_texts_per_s']:.1f} | {c64:.1f} "
-            f"({c64 / ip['ceiling_texts_per_s']:.2f}x, {c64 / ip['floor_texts_per_s']:.2f}x) | "
-            f"{r['server_no_batching']['closed_64']['texts_per_s']:.1f} | {s['idle']['overhead_ms']:.2f} | "
-            f"{_statuses(overload['statuses'])}, {rejected} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -87,7 +87,14 @@ def test_serve_benchmark_quick_writes_every_figure(tmp_path: Path) -> None:
     subprocess.run(command, check=True, timeout=600)
     report = json.loads((out / "serve.json").read_text())
     fp32 = report["precisions"]["fp32"]
-    assert fp32["in_process"]["ceiling_texts_per_s"] > fp32["in_process"]["floor_texts_per_s"] > 0
+    in_process = fp32["in_process"]
+    assert in_process["ceiling_texts_per_s"] > in_process["floor_texts_per_s"] > 0
+    beside = fp32["server"]["closed_64"]  # two blocks, each after an in-process floor and ceiling
+    assert len(beside["ceilings"]) == len(beside["floors"]) == len(beside["block_texts_per_s"]) == 2
+    assert beside["vs_ceiling"] > 0 and beside["vs_floor"] > beside["vs_ceiling"]
+    queue = in_process["open_50%"]  # the same arrivals to the batcher without HTTP
+    assert set(queue["statuses"]) == {"200"} and queue["errors"] == 0
+    assert queue["rate_per_s"] == fp32["server"]["open_50%"]["rate_per_s"] and queue["p99_ms"] > 0
     for name in ("closed_1", "closed_16", "closed_64", "open_50%", "open_200%", "right_after_overload"):
         figures = fp32["server"][name]
         assert figures["texts_per_s"] > 0 and figures["errors"] == 0, name
