@@ -227,7 +227,8 @@ def readme_table(report: dict[str, Any]) -> str:
 
 def machine_line(report: dict[str, Any]) -> str:
     m = report["machine"]
-    return f"{m['cpu']}, {m['logical_cores']} cores ({', '.join(m['simd'])}), {report['created'][:10]}."
+    gpu = f", {report['gpu']} (CUDA)" if report.get("gpu") else ""
+    return f"{m['cpu']}, {m['logical_cores']} cores ({', '.join(m['simd'])}){gpu}, {report['created'][:10]}."
 
 
 def generated_tables() -> dict[str, Any]:
