@@ -240,25 +240,34 @@ def _yield_to_the_event_loop() -> None:
 
 
 def run_around_oldest(candidates: list[int], lengths: list[int], budget: int) -> list[int]:
-    """The run that holds text 0 (the oldest) and wastes the least on padding.
+    """The run that holds text 0 (the oldest) and computes the most real tokens per unit of cost.
 
-    Among the windows of the length-sorted candidates that hold it and fit ``budget`` padded
-    tokens, the one that computes the most real tokens per unit of cost, a run costing its
-    padded tokens plus a fixed overhead: so runs are of similar lengths without being small,
-    and the oldest text is always in the next one.
+    A run costs its padded tokens (its texts x its longest) plus a fixed overhead. Among the
+    windows of the length-sorted candidates that hold text 0 and fit ``budget`` padded tokens,
+    of every start and size, the best by that measure: so a run is as large as padding allows,
+    runs are of similar lengths, and the oldest text is always in the next one. ``budget`` only
+    caps a run; the cost decides its size.
     """
     order = sorted(candidates, key=lambda k: (-lengths[k], k))  # longest first, then oldest first
-    position = order.index(0)
-    best, best_score = [order[position]], -1.0
-    for start in range(position, -1, -1):
+    oldest = order.index(0)
+    best, best_score = [order[oldest]], -1.0
+    for start in range(oldest, -1, -1):
         width = lengths[order[start]]  # the window's longest text sets its padded width
-        size = max(1, budget // width)
-        if start + size <= position:
+        most = max(1, budget // width)
+        if oldest - start + 1 > most:
             break  # windows starting further up cannot reach the oldest text
-        window = order[start : start + size]
-        score = sum(lengths[k] for k in window) / (width * len(window) + RUN_OVERHEAD_TOKENS)
+        end = oldest + 1
+        real = sum(lengths[k] for k in order[start:end])
+        score = real / (width * (end - start) + RUN_OVERHEAD_TOKENS)
+        # Texts come shortest last, so each one added is worth less than the one before: grow
+        # the window while the next text still raises the score, then stop.
+        while end < len(order) and end - start < most:
+            grown = (real + lengths[order[end]]) / (width * (end + 1 - start) + RUN_OVERHEAD_TOKENS)
+            if grown < score:
+                break
+            real, end, score = real + lengths[order[end]], end + 1, grown
         if score > best_score:
-            best, best_score = window, score
+            best, best_score = order[start:end], score
     return best
 
 
