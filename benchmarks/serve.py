@@ -65,6 +65,10 @@ QUICK = ServePlan(
     tiny=True,
 )
 CEILING_TEXTS = 256
+# Open-loop sockets at most: twice the server's queue, so at 200% its admission control, not the
+# client, refuses the excess; bounded, so a tiny model's thousands of arrivals a second do not
+# overflow the kernel's accept queue and count as dropped connections.
+OPEN_LOOP_CONNECTIONS = 1024
 
 
 def _request_bytes(text: str) -> bytes:
@@ -184,27 +188,34 @@ async def poisson_arrivals(
 
 
 async def open_loop(port: int, rate: float, texts: list[str], seconds: float) -> LoadResult:
-    """The server under Poisson arrivals; each arrival takes a free keep-alive connection or
-    opens one."""
+    """The server under Poisson arrivals. Each arrival takes a free keep-alive connection or opens
+    one, up to ``OPEN_LOOP_CONNECTIONS``; beyond that it waits for one, as a client's connection
+    pool does, and the wait counts in its latency (timed from its arrival)."""
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    connections = asyncio.Semaphore(OPEN_LOOP_CONNECTIONS)
 
     async def arrival(index: int) -> int | None:
         request = _request_bytes(texts[index % len(texts)])
-        try:
-            if idle:  # a kept-alive connection the server may have closed after its idle timeout
-                reader, writer = idle.pop()
-                try:
-                    status = await _exchange(reader, writer, request)
-                except (ConnectionResetError, asyncio.IncompleteReadError):
+        async with connections:
+            reader = writer = None
+            try:
+                if idle:  # a kept-alive connection the server may have closed after its idle timeout
+                    reader, writer = idle.pop()
+                    try:
+                        status = await _exchange(reader, writer, request)
+                    except (ConnectionResetError, asyncio.IncompleteReadError):
+                        writer.close()
+                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                        status = await _exchange(reader, writer, request)
+                else:
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
                     status = await _exchange(reader, writer, request)
-            else:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                status = await _exchange(reader, writer, request)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            return None
-        idle.append((reader, writer))
-        return status
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                if writer is not None:
+                    writer.close()
+                return None
+            idle.append((reader, writer))
+            return status
 
     result = await poisson_arrivals(rate, seconds, arrival)
     for _, writer in idle:
