@@ -251,13 +251,14 @@ def run_around_oldest(candidates: list[int], lengths: list[int], budget: int) ->
     order = sorted(candidates, key=lambda k: (-lengths[k], k))  # longest first, then oldest first
     oldest = order.index(0)
     best, best_score = [order[oldest]], -1.0
+    head = 0  # real tokens of order[start : oldest + 1], the part every window from start holds
     for start in range(oldest, -1, -1):
         width = lengths[order[start]]  # the window's longest text sets its padded width
         most = max(1, budget // width)
         if oldest - start + 1 > most:
             break  # windows starting further up cannot reach the oldest text
-        end = oldest + 1
-        real = sum(lengths[k] for k in order[start:end])
+        head += width
+        end, real = oldest + 1, head
         score = real / (width * (end - start) + RUN_OVERHEAD_TOKENS)
         # Texts come shortest last, so each one added is worth less than the one before: grow
         # the window while the next text still raises the score, then stop.
