@@ -229,23 +229,20 @@ def open_loop_in_process(
     """The server's batcher without HTTP under the same arrivals: a text is tokenized, queued and
     awaited in this process, so what the queue itself costs at this load shows apart from HTTP."""
     from gist_onnx import Embedder
-    from gist_onnx.serve.batcher import Batcher, Job
+    from gist_onnx.batcher import Batcher, Job
 
     # Built on the batcher's worker thread, as the server builds it, so its threads run at the
     # worker's priority.
-    batcher = Batcher(lambda: Embedder(folder, provider=provider, precision=precision), 512, None)
+    batcher = Batcher(lambda: Embedder(folder, provider=provider, precision=precision), max_queue=512)
     batcher.start()
-    while not batcher.ready:
-        if batcher.load_error is not None:
-            raise batcher.load_error
-        time.sleep(0.05)
+    if not batcher.wait_ready():
+        raise RuntimeError(f"the model failed to load: {batcher.load_error}")
     embedder = batcher.embedder
 
     async def arrival(index: int) -> int:
-        loop = asyncio.get_running_loop()
-        job = Job(embedder.tokenize([texts[index % len(texts)]]), True, loop, loop.create_future())
+        job = Job(embedder.tokenize([texts[index % len(texts)]]), True)
         batcher.submit(job)  # the queue holds 512 texts: far more than these loads leave waiting
-        await job.future
+        await asyncio.wrap_future(job.future)
         return 200
 
     try:

@@ -32,7 +32,7 @@ EXPORTS: dict[str, dict[str, Any]] = {
     "gist-onnx": {"quantize": "int8"},
     "gist-onnx-O2": {"optimization": "O2"},
     # ONNX Runtime's dynamic quantization, for comparison: with 7-bit weights its MiniLM probe
-    # min cosine sits at the 0.98 threshold (0.9799 on an AMD EPYC), so it is verified at 0.97.
+    # min cosine sits at the 0.98 threshold (docs/performance.md), so it is verified at 0.97.
     "gist-onnx-per-tensor": {"quantize": "int8", "int8_scales": "per-tensor", "min_cosine": {"int8": 0.97}},
 }
 SPECS = [

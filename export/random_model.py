@@ -67,8 +67,11 @@ POOLING_FLAGS = {
 }
 
 
-def write_sentence_config(folder: Path, dim: int, pooling: str, layout: str = "hub") -> None:
-    """Write modules.json and the Pooling config in the hub (GIST's) or the v5.7 layout."""
+def write_sentence_config(
+    folder: Path, dim: int, pooling: str, layout: str = "hub", normalize: bool = True
+) -> None:
+    """Write modules.json and the Pooling config in the hub (GIST's) or the v5.7 layout; without
+    ``normalize``, no Normalize module (the model's vectors are then not normalized)."""
     if layout not in MODULE_TYPES:
         raise ValueError(f"layout must be one of {sorted(MODULE_TYPES)}, got {layout!r}")
     if layout == "hub":
@@ -79,9 +82,10 @@ def write_sentence_config(folder: Path, dim: int, pooling: str, layout: str = "h
         pooling_config = {"embedding_dimension": dim, "pooling_mode": pooling, "include_prompt": True}
         bert_config = {"transformer_task": "feature-extraction"}
     paths = {"Transformer": "", "Pooling": "1_Pooling", "Normalize": "2_Normalize"}
+    kinds = [kind for kind in MODULE_TYPES[layout] if normalize or kind != "Normalize"]
     modules = [
-        {"idx": idx, "name": str(idx), "path": paths[kind], "type": module_type}
-        for idx, (kind, module_type) in enumerate(MODULE_TYPES[layout].items())
+        {"idx": idx, "name": str(idx), "path": paths[kind], "type": MODULE_TYPES[layout][kind]}
+        for idx, kind in enumerate(kinds)
     ]
     _write_json(folder / "modules.json", modules)
     _write_json(folder / "1_Pooling" / "config.json", pooling_config)
@@ -96,12 +100,15 @@ def build_random_model(
     pooling: str = "cls",
     layout: str = "hub",
     seed: int = 0,
+    normalize: bool = True,
+    overrides: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a random-weight BERT sentence-transformers model with GIST's architecture."""
+    """Write a random-weight BERT sentence-transformers model with GIST's architecture (``tiny``:
+    scaled down; ``overrides``: any other change to GIST's config, such as a smaller vocabulary)."""
     import torch
     from transformers import BertConfig, BertModel
 
-    config = BertConfig(**{**GIST_CONFIG, **(TINY_OVERRIDES if tiny else {})})
+    config = BertConfig(**{**GIST_CONFIG, **(TINY_OVERRIDES if tiny else {}), **(overrides or {})})
     torch.manual_seed(seed)
     model = BertModel(config).eval()
     folder.mkdir(parents=True, exist_ok=True)
@@ -113,5 +120,5 @@ def build_random_model(
     tokenizer_config = json.loads(tokenizer_config_path.read_text(encoding="utf-8"))
     tokenizer_config["model_max_length"] = 512  # GIST's limit, not the donor's
     _write_json(tokenizer_config_path, tokenizer_config)
-    write_sentence_config(folder, config.hidden_size, pooling, layout)
+    write_sentence_config(folder, config.hidden_size, pooling, layout, normalize)
     return folder

@@ -2,6 +2,7 @@
 
 from gist_onnx.embedder import Embedder
 from gist_onnx.errors import GistOnnxError, ModelFolderError, ProviderError
+from gist_onnx.session import RuntimeInfo
 
 __version__ = "0.1.0"
-__all__ = ["Embedder", "GistOnnxError", "ModelFolderError", "ProviderError", "__version__"]
+__all__ = ["Embedder", "GistOnnxError", "ModelFolderError", "ProviderError", "RuntimeInfo", "__version__"]

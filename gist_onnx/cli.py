@@ -19,6 +19,9 @@ from gist_onnx.manifest import Manifest, read_manifest
 from gist_onnx.options import (
     DEFAULT_MODEL,
     INT8_SCALES,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    MAX_BATCH_TOKENS,
     OPTIMIZE_LEVELS,
     PRECISIONS,
     PROVIDERS,
@@ -47,6 +50,10 @@ def _positive_int(value: str) -> int:
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
     return number
+
+
+def _token_budget(value: str) -> int | str:
+    return value if value == "auto" else _positive_int(value)
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -94,24 +101,32 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         help="override a verification threshold (recorded in the manifest)",
     )  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="show the warnings torch, transformers and optimum print (by default they go to a log file)",
+    )  # fmt: skip
     p.set_defaults(run=_run_export)
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from gist_onnx.export import export_model  # ImportError names the missing extra
+    from gist_onnx.export.quiet import third_party_output
 
-    manifest = export_model(
-        args.model, args.output, revision=args.revision, optimization=args.optimize,
-        quantize=args.quantize, quantize_preset=args.quantize_preset,
-        int8_scales=args.int8_scales, fp16=args.fp16, all_tokens=args.all_tokens,
-        opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
-    )  # fmt: skip
+    with third_party_output(args.verbose) as captured:
+        manifest = export_model(
+            args.model, args.output, revision=args.revision, optimization=args.optimize,
+            quantize=args.quantize, quantize_preset=args.quantize_preset,
+            int8_scales=args.int8_scales, fp16=args.fp16, all_tokens=args.all_tokens,
+            opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
+        )  # fmt: skip
     for precision, result in manifest.verification["results"].items():
         print(
             f"{precision}: min cosine to sentence-transformers {result['min_cosine']:.6f}, "
             f"max abs diff {result['max_abs_diff']:.2e}",
             file=sys.stderr,
         )
+    if captured.summary():
+        print(captured.summary(), file=sys.stderr)
     print(args.output)
     return 0
 
@@ -220,7 +235,7 @@ def _run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(manifest.to_json(), end="")
         return 0
-    embedder = Embedder(args.model, provider=args.provider, precision=args.precision)
+    info = Embedder(args.model, provider=args.provider, precision=args.precision).info
     revision = f" @ {manifest.source_revision}" if manifest.source_revision else ""
     print(f"model:        {manifest.source_model}{revision}")
     print(
@@ -234,7 +249,9 @@ def _run_info(args: argparse.Namespace) -> int:
     for name, graph in manifest.graphs.items():
         mismatch = int8_mismatch(graph.weight_bits) if graph.weight_bits else None
         print(_graph_line(name, manifest, "NOT exact on this CPU: " + mismatch if mismatch else None))
-    print(f"session:      {embedder.precision} on {', '.join(embedder.providers)}")
+    print(f"session:      {info.precision} on {', '.join(info.providers)}")
+    budget = f"{info.max_batch_tokens} padded tokens" if info.max_batch_tokens else "no cap"
+    print(f"per run:      {budget} (the {info.device} default)")
     return 0
 
 
@@ -256,15 +273,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         help="require 'Authorization: Bearer KEY' on the embedding routes and /info "
         "(default: $GIST_ONNX_API_KEY; none: open)",
     )  # fmt: skip
-    p.add_argument("--max-client-batch", type=_positive_int, default=64, help="texts per request (413 above)")
-    p.add_argument("--max-queue", type=_positive_int, default=512, help="texts that may wait (429 above)")
-    p.add_argument(
-        "--max-batch-tokens", type=_positive_int,
-        help="padded tokens per session run (default: the runtime's cap, 512 on the CPU, 16,384 on CUDA)",
-    )  # fmt: skip
-    p.add_argument(
-        "--max-body-bytes", type=_positive_int, default=2 * 2**20, help="request body limit (413 above)"
-    )
+    _add_serve_limits(p)
     p.add_argument(
         "--auto-truncate", action="store_true",
         help="cut texts longer than the model's max tokens instead of answering 413 (TEI's 'truncate' "
@@ -281,7 +290,26 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--no-batching", action="store_true", help="one request per run (to measure what batching buys)"
     )
+    p.add_argument(
+        "--log-level", default="info", choices=LOG_LEVELS, help="(default: info, a line per request)"
+    )
+    p.add_argument(
+        "--log-format", default="text", choices=LOG_FORMATS, help="(default: text; json: one object a line)"
+    )
     p.set_defaults(run=_run_serve)
+
+
+def _add_serve_limits(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-client-batch", type=_positive_int, default=64, help="texts per request (413 above)")
+    p.add_argument("--max-queue", type=_positive_int, default=512, help="texts that may wait (429 above)")
+    p.add_argument(
+        "--max-batch-tokens", type=_token_budget, default="auto",
+        help="padded tokens per session run (default: the device's, "
+        + ", ".join(f"{n:,} on {device}" for device, n in MAX_BATCH_TOKENS.items()) + ")",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-body-bytes", type=_positive_int, default=2 * 2**20, help="request body limit (413 above)"
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -295,7 +323,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         auto_truncate=args.auto_truncate, served_model_name=args.served_model_name,
         batching=not args.no_batching, threads=args.threads,
     )  # fmt: skip
-    return serve(config, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout)
+    return serve(
+        config, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout,
+        log_level=args.log_level, log_format=args.log_format,
+    )  # fmt: skip
 
 
 def _add_embed_dataset(sub: argparse._SubParsersAction) -> None:
@@ -322,7 +353,7 @@ def _add_embed_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rows-per-shard", type=_positive_int, default=50_000)
     p.add_argument("--ray-address", help="a Ray cluster to join (default: start a local one)")
     p.add_argument("--strict", action="store_true", help="stop at the first null or non-string text")
-    p.set_defaults(run=_run_embed_dataset, provider="cpu")
+    p.set_defaults(run=_run_embed_dataset)
 
 
 def _run_embed_dataset(args: argparse.Namespace) -> int:
@@ -368,8 +399,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except (GistOnnxError, OSError, ImportError, ValueError, TypeError) as exc:
         # The library's errors name the problem and the fix: the message is the whole story.
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except Exception as exc:  # a library below us failed (ONNX Runtime, tokenizers): still one line
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    notes = getattr(exc, "__notes__", [])
+    return str(exc) + (f" ({'; '.join(notes)})" if notes else "")

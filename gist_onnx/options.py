@@ -1,4 +1,4 @@
-"""The choices the exporter, the runtime and the command line share, defined once.
+"""The choices and limits the exporter, the runtime and the command line share, defined once.
 
 Kept free of imports so the CLI can build its help without loading onnxruntime or the exporter.
 """
@@ -13,3 +13,13 @@ OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
 INT8_SCALES = ("per-token", "per-tensor")
 # "portable" (the default): 7-bit weights, exact on every CPU. "auto": this machine's preset.
 QUANTIZE_PRESETS = ("portable", "auto", "avx2", "avx512", "avx512_vnni", "arm64")
+
+# Padded tokens per session run, by device, when max_batch_tokens is "auto". On a CPU, larger runs
+# spill activations out of the caches; a GPU wants far larger runs, up to a point. The
+# measurements behind both numbers: docs/performance.md (the "cap padded tokens per run" lever)
+# and docs/gpu.md.
+MAX_BATCH_TOKENS = {"cpu": 512, "cuda": 16384}
+
+# The server's log settings (gist-onnx serve --log-level, --log-format).
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")

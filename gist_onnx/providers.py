@@ -1,10 +1,9 @@
-"""Choosing the ONNX Runtime execution provider honestly: CUDA only when it really runs."""
+"""ONNX Runtime's execution providers by our names, and why a wanted one is not usable."""
 
 from __future__ import annotations
 
 import warnings
 from importlib import metadata
-from pathlib import Path
 
 import onnxruntime as ort
 
@@ -13,6 +12,13 @@ from gist_onnx.options import PROVIDERS
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# Our device names for ONNX Runtime's providers.
+DEVICES = {CPU: "cpu", CUDA: "cuda"}
+
+
+def device_of(provider_name: str) -> str:
+    """Our name ("cpu", "cuda") for the ONNX Runtime provider a session runs on."""
+    return DEVICES.get(provider_name, provider_name)
 
 
 def _installed(distribution: str) -> bool:
@@ -53,36 +59,11 @@ def providers_for(provider: str, available: list[str]) -> list[str]:
     return [CUDA, CPU]
 
 
-def _preload_cuda_libraries() -> None:
-    # onnxruntime >= 1.21 can load CUDA/cuDNN from pip-installed nvidia-* wheels; older ones lack it.
+def preload_cuda_libraries() -> None:
+    """Load CUDA/cuDNN from pip-installed nvidia-* wheels (onnxruntime >= 1.21; older ones lack it)."""
     preload = getattr(ort, "preload_dlls", None)
     if preload is not None:
         try:
             preload()
         except Exception as exc:  # a partial preload is not fatal: session creation decides
             warnings.warn(f"onnxruntime.preload_dlls() failed: {exc}", RuntimeWarning, stacklevel=3)
-
-
-def create_session(graph: Path, provider: str, options: ort.SessionOptions) -> ort.InferenceSession:
-    """Create a session on the requested provider and check the provider it really got.
-
-    ``cuda`` raises ProviderError rather than silently running on the CPU; ``auto`` falls back
-    to the CPU with a warning when CUDA is offered but does not start.
-    """
-    available = ort.get_available_providers()
-    wanted = providers_for(provider, available)
-    if wanted[0] == CUDA:
-        _preload_cuda_libraries()
-    session = ort.InferenceSession(str(graph), sess_options=options, providers=wanted)
-    got = session.get_providers()
-    if wanted[0] == CUDA and got[0] != CUDA:
-        if provider == "cuda":
-            raise ProviderError(
-                f"provider='cuda' was asked for, but the session runs on {got}. " + cuda_hint(available)
-            )
-        warnings.warn(
-            f"CUDA is offered but did not start ({cuda_hint(available)}); running on the CPU",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return session

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.variants import BASELINE, SPECS
+pytest.importorskip("torch", reason="the export extra is not installed")
+from benchmarks.variants import BASELINE, SPECS  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -6,12 +6,14 @@ import gc
 import json
 from pathlib import Path
 
-import onnxruntime as ort
 import pytest
-from tokenizers import Tokenizer
 
-from benchmarks.studies.ceiling import split_profile
-from gist_onnx import Embedder
+pytest.importorskip("torch", reason="the export extra is not installed")
+import onnxruntime as ort  # noqa: E402
+from tokenizers import Tokenizer  # noqa: E402
+
+from benchmarks.studies.ceiling import split_profile  # noqa: E402
+from gist_onnx import Embedder  # noqa: E402
 
 
 def test_profile_split_counts_the_weight_gemm_flops(

@@ -1,4 +1,4 @@
-"""`gist-onnx embed` and `gist-onnx info` on the tiny export, as a user runs them."""
+"""`gist-onnx embed` and `gist-onnx info` on a committed model folder, as a user runs them."""
 
 from __future__ import annotations
 
@@ -13,44 +13,45 @@ import pytest
 from gist_onnx import Embedder
 from gist_onnx.cli import main as cli
 
+pytestmark = pytest.mark.core
 TEXTS = ["How to bake a cake", "A recipe for chocolate cake", "The stock market fell today"]
 
 
-def test_embed_prints_the_similarity_matrix(tiny_export: Path, capsys) -> None:
-    assert cli(["embed", "-m", str(tiny_export), *TEXTS]) == 0
+def test_embed_prints_the_similarity_matrix(core_model: Path, capsys) -> None:
+    assert cli(["embed", "-m", str(core_model), *TEXTS]) == 0
     printed = capsys.readouterr().out
     rows = [list(map(float, line.strip(" []").split())) for line in printed.strip().splitlines()]
-    vectors = Embedder(tiny_export).encode(TEXTS)
+    vectors = Embedder(core_model).encode(TEXTS)
     np.testing.assert_allclose(rows, vectors @ vectors.T, atol=1e-4)
 
 
-def test_embed_files_in_and_out(tiny_export: Path, tmp_path: Path, capsys) -> None:
+def test_embed_files_in_and_out(core_model: Path, tmp_path: Path, capsys) -> None:
     lines = tmp_path / "texts.txt"
     lines.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     records = tmp_path / "texts.jsonl"
     records.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(TEXTS)))
-    expected = Embedder(tiny_export).encode(TEXTS)
+    expected = Embedder(core_model).encode(TEXTS)
 
-    assert cli(["embed", "-m", str(tiny_export), "-i", str(lines), "-o", str(tmp_path / "v.npy")]) == 0
+    assert cli(["embed", "-m", str(core_model), "-i", str(lines), "-o", str(tmp_path / "v.npy")]) == 0
     np.testing.assert_allclose(np.load(tmp_path / "v.npy"), expected, atol=1e-6)
 
-    assert cli(["embed", "-m", str(tiny_export), "-i", str(records), "-o", str(tmp_path / "v.jsonl")]) == 0
+    assert cli(["embed", "-m", str(core_model), "-i", str(records), "-o", str(tmp_path / "v.jsonl")]) == 0
     written = [json.loads(line) for line in (tmp_path / "v.jsonl").read_text().splitlines()]
     assert [w["text"] for w in written] == TEXTS
     np.testing.assert_allclose([w["embedding"] for w in written], expected, atol=1e-6)
 
 
-def test_progress_bar_on_long_inputs(tiny_export: Path, tmp_path: Path, capsys) -> None:
+def test_progress_bar_on_long_inputs(core_model: Path, tmp_path: Path, capsys) -> None:
     lines = tmp_path / "many.txt"
     lines.write_text("\n".join(f"text number {i}" for i in range(300)))
-    assert cli(["embed", "-m", str(tiny_export), "-i", str(lines), "-o", str(tmp_path / "v.npy")]) == 0
+    assert cli(["embed", "-m", str(core_model), "-i", str(lines), "-o", str(tmp_path / "v.npy")]) == 0
     assert "embedding: 300/300 (100%) texts" in capsys.readouterr().err
 
 
-def test_bad_jsonl_line_is_named(tiny_export: Path, tmp_path: Path, capsys) -> None:
+def test_bad_jsonl_line_is_named(core_model: Path, tmp_path: Path, capsys) -> None:
     records = tmp_path / "bad.jsonl"
     records.write_text('{"text": "fine"}\n{"body": "no text field"}\n')
-    assert cli(["embed", "-m", str(tiny_export), "-i", str(records)]) == 1
+    assert cli(["embed", "-m", str(core_model), "-i", str(records)]) == 1
     assert 'bad.jsonl:2: expected a JSON object with a "text" field' in capsys.readouterr().err
 
 
@@ -60,16 +61,17 @@ def test_wrong_model_folder_is_one_line_not_a_traceback(tmp_path: Path, capsys) 
     assert "manifest.json: is missing" in err and "Traceback" not in err
 
 
-def test_info_summarizes(tiny_export: Path, capsys) -> None:
-    assert cli(["info", "-m", str(tiny_export)]) == 0
+def test_info_summarizes(core_model: Path, capsys) -> None:
+    assert cli(["info", "-m", str(core_model)]) == 0
     out = capsys.readouterr().out
-    assert "64 dims, cls pooling, normalize=True" in out and "last layer:   first token only" in out
+    assert "32 dims, cls pooling, normalize=True" in out and "last layer:   first token only" in out
     assert (
         "graph int8" in out
         and "per-token scales" in out
         and "session:      fp32 on CPUExecutionProvider" in out
+        and "per run:      512 padded tokens (the cpu default)" in out
     )
-    assert cli(["info", "-m", str(tiny_export), "--json"]) == 0
+    assert cli(["info", "-m", str(core_model), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pooling"] == "cls"
 
 
@@ -92,37 +94,29 @@ def _one_line_error(args: list[str]) -> str:
     return lines[0]
 
 
-def test_errors_end_in_one_line(tiny_model: Path, tmp_path: Path) -> None:
-    fp32_only = tmp_path / "fp32-only"
-    assert cli(["export", str(tiny_model), "-o", str(fp32_only)]) == 0
-    assert "has no int8 graph" in _one_line_error(
-        ["embed", "-m", str(fp32_only), "--precision", "int8", "hi"]
+def test_errors_end_in_one_line(core_mean_model: Path, tmp_path: Path) -> None:
+    assert "has no fp16 graph" in _one_line_error(
+        ["embed", "-m", str(core_mean_model), "--precision", "fp16", "hi"]
     )
     assert "manifest.json: is missing" in _one_line_error(["embed", "-m", str(tmp_path), "hi"])
     assert "is not a folder" in _one_line_error(["info", "-m", str(tmp_path / "nowhere")])
-    assert "give texts" in _one_line_error(["embed", "-m", str(fp32_only)])
+    assert "give texts" in _one_line_error(["embed", "-m", str(core_mean_model)])
     assert ".npy or .jsonl" in _one_line_error(
-        ["embed", "-m", str(fp32_only), "hi", "-o", str(tmp_path / "v.csv")]
+        ["embed", "-m", str(core_mean_model), "hi", "-o", str(tmp_path / "v.csv")]
     )
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1}\n')
     assert 'bad.jsonl:1: expected a JSON object with a "text" field' in _one_line_error(
-        ["embed", "-m", str(fp32_only), "-i", str(bad)]
+        ["embed", "-m", str(core_mean_model), "-i", str(bad)]
     )
     assert "No such file" in _one_line_error(
-        ["embed", "-m", str(fp32_only), "-i", str(tmp_path / "none.txt")]
-    )
-    assert "does not exist" in _one_line_error(
-        ["export", str(tmp_path / "no-model"), "-o", str(tmp_path / "o")]
+        ["embed", "-m", str(core_mean_model), "-i", str(tmp_path / "none.txt")]
     )
 
 
-def test_export_errors_are_the_packages_errors() -> None:
-    from gist_onnx import GistOnnxError
-    from gist_onnx.export import ExportError
-    from gist_onnx.export.source import ModelUnavailableError
-    from gist_onnx.export.st_config import SentenceConfigError
-    from gist_onnx.export.verify import VerificationError
-
-    for error in (ExportError, ModelUnavailableError, SentenceConfigError, VerificationError):
-        assert issubclass(error, GistOnnxError), error
+def test_the_mean_model_embeds_unnormalized_by_default(core_mean_model: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v.npy"
+    assert cli(["embed", "-m", str(core_mean_model), *TEXTS, "-o", str(out)]) == 0
+    vectors = np.load(out)
+    assert not np.allclose(np.linalg.norm(vectors, axis=1), 1.0)  # the model has no Normalize module
+    np.testing.assert_allclose(vectors, Embedder(core_mean_model).encode(TEXTS), atol=1e-6)

@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gist_onnx import Embedder
-from gist_onnx.cli import main as cli
-from gist_onnx.export.verify import PROBES, agreement, reference_vectors
-from gist_onnx.manifest import MANIFEST_NAME, read_manifest, sha256_of
+pytest.importorskip("torch", reason="the export extra is not installed")
+
+from gist_onnx import Embedder  # noqa: E402
+from gist_onnx.cli import main as cli  # noqa: E402
+from gist_onnx.export.verify import PROBES, agreement, reference_vectors  # noqa: E402
+from gist_onnx.manifest import MANIFEST_NAME, read_manifest, sha256_of  # noqa: E402
 
 TEXTS = [
     "What is the capital of France?",
@@ -237,3 +239,25 @@ def test_killed_export_leaves_the_old_folder_intact_and_nothing_loadable(
     busy.mkdir()
     assert cli(["export", str(tiny_model), "-o", str(out), "--force"]) == 0
     assert [p.name for p in tmp_path.glob(".onnx.*")] == [busy.name]
+
+
+def test_export_errors_are_the_packages_errors() -> None:
+    from gist_onnx import GistOnnxError
+    from gist_onnx.export import ExportError
+    from gist_onnx.export.source import ModelUnavailableError
+    from gist_onnx.export.st_config import SentenceConfigError
+    from gist_onnx.export.verify import VerificationError
+
+    for error in (ExportError, ModelUnavailableError, SentenceConfigError, VerificationError):
+        assert issubclass(error, GistOnnxError), error
+
+
+def test_the_libraries_warnings_go_to_a_named_log_unless_verbose(tmp_path: Path, tiny_model: Path) -> None:
+    quiet = _run_cli("export", str(tiny_model), "-o", str(tmp_path / "quiet"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert "TracerWarning" not in quiet.stderr and "fp32: min cosine" in quiet.stderr
+    log = Path(quiet.stderr.split("optimum: ", 1)[1].split(" (--verbose", 1)[0])
+    assert "TracerWarning" in log.read_text()  # torch's, from the trace: kept, out of the way
+    log.unlink()
+    verbose = _run_cli("export", str(tiny_model), "-o", str(tmp_path / "verbose"), "--verbose")
+    assert verbose.returncode == 0 and "TracerWarning" in verbose.stderr

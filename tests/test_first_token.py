@@ -5,14 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from gist_onnx.export.convert import to_onnx
-from gist_onnx.export.first_token import GraphShapeError, keep_first_token
-from gist_onnx.tokenize import TextTokenizer
+pytest.importorskip("torch", reason="the export extra is not installed")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from gist_onnx.export.convert import to_onnx  # noqa: E402
+from gist_onnx.export.first_token import GraphShapeError, keep_first_token  # noqa: E402
+from gist_onnx.tokenize import TextTokenizer  # noqa: E402
 
 TEXTS = ["a short one", "a somewhat longer sentence about the capital of France", "", "x " * 40]
 

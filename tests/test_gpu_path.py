@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gist_onnx import Embedder, ProviderError
-from gist_onnx import providers as providers_module
-from gist_onnx.cli import main as cli
-from gist_onnx.embedder import choose_precision
-from gist_onnx.export.verify import PROBES, agreement, reference_vectors
-from gist_onnx.manifest import read_manifest
-from gist_onnx.providers import CPU, CUDA, cuda_hint, providers_for
+pytest.importorskip("torch", reason="the export extra is not installed")
+
+from gist_onnx import Embedder, ProviderError  # noqa: E402
+from gist_onnx import providers as providers_module  # noqa: E402
+from gist_onnx.cli import main as cli  # noqa: E402
+from gist_onnx.export.verify import PROBES, agreement, reference_vectors  # noqa: E402
+from gist_onnx.manifest import read_manifest  # noqa: E402
+from gist_onnx.providers import CPU, CUDA, cuda_hint, providers_for  # noqa: E402
+from gist_onnx.session import choose_precision  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +45,8 @@ def test_fp16_numerics_on_the_cpu_provider(fp16_export: Path, tiny_model: Path) 
 
 def test_auto_precision_prefers_fp16_on_cuda_and_fp32_on_cpu(fp16_export: Path) -> None:
     manifest = read_manifest(fp16_export)
-    assert choose_precision("auto", manifest, on_cuda=True, model_dir=fp16_export) == "fp16"
-    assert choose_precision("auto", manifest, on_cuda=False, model_dir=fp16_export) == "fp32"
+    assert choose_precision("auto", manifest, "cuda", fp16_export) == "fp16"
+    assert choose_precision("auto", manifest, "cpu", fp16_export) == "fp32"
     assert Embedder(fp16_export, provider="cpu").precision == "fp32"
 
 

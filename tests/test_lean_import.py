@@ -3,6 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.core
+
 
 def test_import_is_lean() -> None:
     code = (

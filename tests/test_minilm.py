@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.corpus import StsPairs, stsb_spearman
-from gist_onnx import Embedder
-from gist_onnx.export.verify import agreement
+pytest.importorskip("torch", reason="the export extra is not installed")
+from benchmarks.corpus import StsPairs, stsb_spearman  # noqa: E402
+from gist_onnx import Embedder  # noqa: E402
+from gist_onnx.export.verify import agreement  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

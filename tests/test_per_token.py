@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from gist_onnx.cpu import cpu_flags, exact_weight_bits
-from gist_onnx.export.per_token import quantize_per_token
+pytest.importorskip("onnx", reason="the export extra is not installed")
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from gist_onnx.cpu import cpu_flags, exact_weight_bits  # noqa: E402
+from gist_onnx.export.per_token import quantize_per_token  # noqa: E402
 
 
 def _one_gemm_graph(path: Path, weight: np.ndarray) -> None:

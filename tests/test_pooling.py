@@ -3,6 +3,8 @@ import pytest
 
 from gist_onnx.pooling import normalize, pool
 
+pytestmark = pytest.mark.core
+
 HIDDEN = np.array(
     [
         [[1.0, 2.0], [3.0, -4.0], [100.0, 100.0]],  # last token is padding

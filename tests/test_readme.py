@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.report import GENERATED, regenerate
+import pytest
+
+pytest.importorskip("matplotlib", reason="the bench extra is not installed")
+from benchmarks.report import GENERATED, regenerate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

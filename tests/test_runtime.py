@@ -1,4 +1,7 @@
-"""The Embedder on a real exported graph: shapes, order, batching, types and providers."""
+"""The Embedder on committed model folders: vectors, shapes, order, batching, stages, resolution.
+
+Core tier: numpy, tokenizers and onnxruntime only (``python -m pytest -m core``).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +11,41 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gist_onnx import Embedder, ModelFolderError, ProviderError
-from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS, CUDA_MAX_BATCH_TOKENS, length_runs, token_cap
+from gist_onnx import Embedder, ModelFolderError, ProviderError, RuntimeInfo
+from gist_onnx.options import MAX_BATCH_TOKENS
+from gist_onnx.planning import plan_runs
+from gist_onnx.pooling import normalize
 from gist_onnx.providers import CPU, CUDA, providers_for
+from gist_onnx.session import token_budget
+from tests.conftest import core_reference
 
+pytestmark = pytest.mark.core
 TEXTS = [f"sentence {i} " + "about things " * (i % 7) for i in range(37)]
 
 
 @pytest.fixture(scope="module")
-def embedder(tiny_export: Path) -> Embedder:
-    return Embedder(tiny_export, provider="cpu")
+def embedder(core_model: Path) -> Embedder:
+    return Embedder(core_model, provider="cpu")
+
+
+def _min_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float((normalize(a) * normalize(b)).sum(axis=1).min())
+
+
+@pytest.mark.parametrize(
+    ("name", "precision", "at_least"),
+    [("cls", "fp32", 0.99999), ("cls", "int8", 0.98), ("mean", "fp32", 0.99999), ("mean", "int8", 0.98)],
+)
+def test_vectors_match_sentence_transformers_without_torch(
+    name: str, precision: str, at_least: float
+) -> None:
+    texts, reference = core_reference(name)
+    found = Embedder(Path(__file__).parent / "models" / name, precision=precision).encode(texts)
+    assert _min_cosine(found, reference) >= at_least
+    if precision == "fp32":  # the model's own normalization, or none, as sentence-transformers does
+        np.testing.assert_allclose(
+            np.linalg.norm(found, axis=1), np.linalg.norm(reference, axis=1), rtol=1e-4
+        )
 
 
 def test_shapes_and_dtype(embedder: Embedder) -> None:
@@ -26,7 +54,7 @@ def test_shapes_and_dtype(embedder: Embedder) -> None:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert embedder.encode("one text").shape == (embedder.dim,)
     assert embedder.encode([]).shape == (0, embedder.dim)
-    assert (embedder.dim, embedder.max_seq_length) == (64, 512)
+    assert (embedder.dim, embedder.max_seq_length) == (32, 512)
     assert embedder.providers == [CPU]
 
 
@@ -45,12 +73,26 @@ def test_encode_iter_streams_in_order(embedder: Embedder) -> None:
     np.testing.assert_allclose(embedder.encode(t for t in TEXTS), embedder.encode(TEXTS), atol=1e-6)
 
 
-def test_unnormalized_output_on_request(embedder: Embedder) -> None:
+def test_unnormalized_output_on_request(embedder: Embedder, core_mean_model: Path) -> None:
     raw = embedder.encode(TEXTS[:3], normalize_embeddings=False)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0)
+    np.testing.assert_allclose(normalize(raw), embedder.encode(TEXTS[:3]), atol=1e-6)
+    mean = Embedder(core_mean_model)  # a model without a Normalize module: raw by default
+    assert not mean.info.normalize
+    assert not np.allclose(np.linalg.norm(mean.encode(TEXTS[:3]), axis=1), 1.0)
     np.testing.assert_allclose(
-        raw / np.linalg.norm(raw, axis=1, keepdims=True), embedder.encode(TEXTS[:3]), atol=1e-6
+        np.linalg.norm(mean.encode(TEXTS[:3], normalize_embeddings=True), axis=1), 1, atol=1e-5
     )
+
+
+def test_the_stages_compose_into_encode(embedder: Embedder) -> None:
+    encodings = embedder.tokenize(TEXTS)
+    runs = embedder.plan(encodings, batch_size=8)
+    assert sorted(i for run in runs for i in run) == list(range(len(TEXTS)))
+    out = np.empty((len(TEXTS), embedder.dim), dtype=np.float32)
+    for run in runs:
+        out[run] = embedder.embed_run([encodings[i] for i in run])  # pooled, not yet normalized
+    np.testing.assert_allclose(normalize(out), embedder.encode(TEXTS, batch_size=8), atol=1e-6)
 
 
 def test_similarity_is_the_cosine_matrix(embedder: Embedder) -> None:
@@ -71,13 +113,26 @@ def test_truncation_is_reported(embedder: Embedder) -> None:
     assert embedder.truncated(["short", "word " * 600]) == [False, True]
 
 
-def test_precision_choice(tiny_export: Path) -> None:
-    assert Embedder(tiny_export).precision == "fp32"  # auto: the faithful graph on CPU
-    assert Embedder(tiny_export, precision="int8").precision == "int8"
+def test_precision_choice(core_model: Path, core_mean_model: Path) -> None:
+    assert Embedder(core_model).precision == "fp32"  # auto on the CPU: the faithful graph
+    assert Embedder(core_model, precision="int8").precision == "int8"
+    assert Embedder(core_model, provider="cpu", precision="fp16").precision == "fp16"  # asked for
     with pytest.raises(ModelFolderError, match="has no fp16 graph"):
-        Embedder(tiny_export, precision="fp16")
+        Embedder(core_mean_model, precision="fp16")
     with pytest.raises(ValueError, match="precision must be one of"):
-        Embedder(tiny_export, precision="int4")
+        Embedder(core_model, precision="int4")
+
+
+def test_info_holds_what_was_resolved(embedder: Embedder, core_model: Path) -> None:
+    info = embedder.info
+    assert isinstance(info, RuntimeInfo)
+    assert (info.device, info.providers, info.precision) == ("cpu", (CPU,), "fp32")
+    assert (info.pooling, info.normalize, info.dim, info.max_seq_length) == ("cls", True, 32, 512)
+    assert info.max_batch_tokens == MAX_BATCH_TOKENS["cpu"] and info.int8_mismatch is None
+    assert info.normalizes() and not info.normalizes(False)
+    assert info.to_dict()["providers"] == [CPU] and info.to_dict()["model_dir"] == str(core_model)
+    with pytest.raises(AttributeError):
+        info.precision = "int8"  # type: ignore[misc]  # frozen: resolved once
 
 
 def test_provider_resolution() -> None:
@@ -92,29 +147,54 @@ def test_provider_resolution() -> None:
 
 
 @pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="needs a CPU-only onnxruntime")
-def test_cuda_on_a_cpu_only_build_names_the_available_providers(tiny_export: Path) -> None:
+def test_cuda_on_a_cpu_only_build_names_the_available_providers(core_model: Path) -> None:
     with pytest.raises(ProviderError, match=r"offers only \['.*CPUExecutionProvider'\]"):
-        Embedder(tiny_export, provider="cuda")
+        Embedder(core_model, provider="cuda")
 
 
-def test_token_cap_depends_on_the_device(tiny_export: Path) -> None:
-    assert Embedder(tiny_export).max_batch_tokens == CPU_MAX_BATCH_TOKENS
-    assert token_cap("auto", on_cuda=True) == CUDA_MAX_BATCH_TOKENS  # a GPU wants far larger runs
-    assert token_cap(None, on_cuda=False) is None
-    assert token_cap(300, on_cuda=True) == 300
-    for bad in (0, -5, "512", 2.5):
+@pytest.mark.skipif(CUDA in ort.get_available_providers(), reason="needs a CPU-only onnxruntime")
+def test_cuda_offered_but_not_starting_loads_the_cpu_graph(
+    core_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ONNX Runtime is made to offer CUDA; the CPU-only build then starts the session on the CPU,
+    # as onnxruntime-gpu does when the CUDA libraries are missing.
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+    with pytest.warns(RuntimeWarning, match="offered but did not start"):
+        fallen_back = Embedder(core_model, provider="auto")
+    info = fallen_back.info
+    assert (info.device, info.providers, info.precision) == ("cpu", (CPU,), "fp32")  # not fp16
+    assert info.max_batch_tokens == MAX_BATCH_TOKENS["cpu"]
+    np.testing.assert_allclose(fallen_back.encode(TEXTS), Embedder(core_model, provider="cpu").encode(TEXTS))
+    with pytest.raises(ProviderError, match="provider='cuda' was asked for, but the session runs on"):
+        Embedder(core_model, provider="cuda")
+
+
+def test_token_budget_depends_on_the_device() -> None:
+    assert token_budget("auto", "cpu") == MAX_BATCH_TOKENS["cpu"]
+    assert token_budget("auto", "cuda") == MAX_BATCH_TOKENS["cuda"]  # a GPU wants far larger runs
+    assert token_budget(None, "cpu") is None
+    assert token_budget(300, "cuda") == 300
+    for bad in (0, -5, "512", 2.5, True):
         with pytest.raises(ValueError, match="max_batch_tokens"):
-            token_cap(bad, on_cuda=False)
+            token_budget(bad, "cpu")  # type: ignore[arg-type]
 
 
-def test_token_budget_splits_batches_without_changing_vectors(tiny_export: Path) -> None:
-    texts = ["word " * n for n in (300, 200, 100, 50, 10, 5, 1, 0)]
-    capped = Embedder(tiny_export, max_batch_tokens=256)
-    lengths = [len(e.ids) for e in capped._tokenizer.encode(texts)]
-    batches = list(length_runs(list(range(len(texts))), lengths, 4, capped.max_batch_tokens))
-    assert [len(b) for b in batches] == [1, 1, 2, 4]  # 302 alone (over budget), 202, 102+52, the rest
-    assert all(len(b) * lengths[b[0]] <= 256 or len(b) == 1 for b in batches)
-    uncapped = Embedder(tiny_export, max_batch_tokens=None)
+def test_plan_runs_sorts_and_cuts_once() -> None:
+    lengths = [302, 3, 102, 202, 52, 12, 7, 2]
+    runs = plan_runs(lengths, batch_size=4, budget=256)
+    assert runs == [[0], [3], [2, 4], [5, 6, 1, 7]]  # 302 alone (over budget), 202, 102+52, the rest
+    assert plan_runs(lengths, batch_size=None, budget=None) == [[0, 3, 2, 4, 5, 6, 1, 7]]
+    assert plan_runs([5, 5, 5], batch_size=2, budget=None) == [[0, 1], [2]]  # ties keep their order
+    assert plan_runs([], batch_size=2, budget=10) == []
+
+
+def test_token_budget_splits_runs_without_changing_vectors(core_model: Path) -> None:
+    texts = ["the " * n for n in (300, 200, 100, 50, 10, 5, 1, 0)]  # n + 2 tokens each
+    capped = Embedder(core_model, max_batch_tokens=256)
+    runs = capped.plan(capped.tokenize(texts), batch_size=4)
+    assert [len(run) for run in runs] == [1, 1, 2, 4]
+    uncapped = Embedder(core_model, max_batch_tokens=None)
+    assert uncapped.plan(uncapped.tokenize(texts), batch_size=4) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     np.testing.assert_allclose(
         capped.encode(texts, batch_size=4), uncapped.encode(texts, batch_size=4), atol=1e-5
     )

@@ -16,11 +16,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import numpy as np
 import pytest
 
-from gist_onnx import Embedder
+pytest.importorskip("httpx", reason="the test extra is not installed")
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from gist_onnx import Embedder  # noqa: E402
 
 pytest.importorskip("starlette", reason="the serve extra is not installed")
 from gist_onnx.serve import process as serve_process  # noqa: E402
@@ -300,6 +302,46 @@ def test_readiness_turns_503_while_draining(tiny_export: Path) -> None:
         assert set(statuses) <= {200, 503} and 64 * statuses.count(200) >= queued
     finally:
         assert draining.process.wait(30) == 0
+
+
+def test_a_500_logs_its_traceback_and_answers_one_line_of_json(overlong_model: Path) -> None:
+    failing = start_server(overlong_model, "--log-format", "json")
+    try:
+        with failing.client() as client:
+            broken = client.post("/embed", json={"inputs": "the " * 700, "truncate": True})
+            fine = client.post("/embed", json={"inputs": "a short text"})
+        assert broken.status_code == 500 and fine.status_code == 200
+        error = broken.json()["error"]
+        assert error["code"] == "internal" and "\n" not in error["message"]
+        assert "Traceback" not in broken.text and "the server's log has the details" in error["message"]
+        deadline = time.monotonic() + 10
+        while '"status": 500' not in failing.running.log_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = [json.loads(line) for line in failing.running.log_text().splitlines() if line.startswith("{")]
+    finally:
+        stop_server(failing)
+    run_failed = [e for e in lines if e["logger"] == "gist_onnx.batcher" and e["level"] == "error"]
+    request_failed = [e for e in lines if e["logger"] == "gist_onnx.serve" and e["level"] == "error"]
+    assert run_failed and "Non-zero status code" in run_failed[0]["traceback"]
+    assert request_failed and "Traceback" in request_failed[0]["traceback"]
+    requests = [e for e in lines if e["logger"] == "gist_onnx.serve.access"]
+    assert [(e["route"], e["status"]) for e in requests] == [("/embed", 500), ("/embed", 200)]
+    assert requests[1]["inputs"] == 1 and requests[1]["tokens"] > 0
+    assert requests[1]["queue_ms"] >= 0 and requests[1]["inference_ms"] > 0
+
+
+def test_a_text_log_line_per_request(server: Server) -> None:
+    with server.client() as client:
+        client.post("/v1/embeddings", json={"input": ["one", "two"]})
+        client.post("/v1/embeddings", json={"input": []})
+    deadline = time.monotonic() + 10
+    while "400" not in server.running.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [line for line in server.running.log_text().splitlines() if "gist_onnx.serve.access" in line]
+    ok = [line for line in lines if "POST /v1/embeddings 200" in line and "inputs=2 " in line]
+    assert ok and "tokens=" in ok[-1] and "queue_ms=" in ok[-1] and "inference_ms=" in ok[-1]
+    assert any("POST /v1/embeddings 400" in line for line in lines)
+    assert not any("uvicorn.access" in line for line in server.running.log_text().splitlines())
 
 
 def test_serve_is_not_imported_by_the_runtime() -> None:

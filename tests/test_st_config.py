@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from gist_onnx.export.random_model import write_sentence_config
-from gist_onnx.export.st_config import SentenceConfigError, read_sentence_config
+pytest.importorskip("torch", reason="the export extra is not installed")
+from gist_onnx.export.random_model import write_sentence_config  # noqa: E402
+from gist_onnx.export.st_config import SentenceConfigError, read_sentence_config  # noqa: E402
 
 
 def _folder(tmp_path: Path, layout: str, pooling: str, max_len: int | None = None) -> Path:

@@ -65,7 +65,7 @@ def load_variants(model_dir: Path, onnx_dir: Path, device: str) -> dict[str, Enc
     from sentence_transformers import SentenceTransformer
 
     from gist_onnx import Embedder
-    from gist_onnx.embedder import CPU_MAX_BATCH_TOKENS
+    from gist_onnx.options import MAX_BATCH_TOKENS
 
     provider = "cuda" if device == "cuda" else "cpu"
     embedders = {
@@ -73,16 +73,16 @@ def load_variants(model_dir: Path, onnx_dir: Path, device: str) -> dict[str, Enc
         "gist-onnx-fp16": Embedder(onnx_dir, provider=provider, precision="fp16"),
         # The CPU's padded-token cap, kept on a GPU: what "auto" avoids there.
         "gist-onnx-fp16-cap512": Embedder(
-            onnx_dir, provider=provider, precision="fp16", max_batch_tokens=CPU_MAX_BATCH_TOKENS
+            onnx_dir, provider=provider, precision="fp16", max_batch_tokens=MAX_BATCH_TOKENS["cpu"]
         ),
-        # No cap at all: do runs larger than CUDA's 16,384 tokens pay on this GPU?
+        # No cap at all: do runs larger than CUDA's own cap pay on this GPU?
         "gist-onnx-fp16-uncapped": Embedder(
             onnx_dir, provider=provider, precision="fp16", max_batch_tokens=None
         ),
     }
     for name, embedder in embedders.items():
-        if provider == "cuda" and embedder.providers[0] != "CUDAExecutionProvider":
-            raise SystemExit(f"{name} runs on {embedder.providers}, not CUDA")
+        if provider == "cuda" and embedder.info.device != "cuda":
+            raise SystemExit(f"{name} runs on {embedder.info.providers}, not CUDA")
     torch_fp32 = SentenceTransformer(str(model_dir), device=device)
     torch_fp16 = SentenceTransformer(str(model_dir), device=device).half()
     variants: dict[str, Encode] = {

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from gist_onnx.bulk.engines import WorkSpec, run_local, run_ray
 from gist_onnx.bulk.shards import DatasetError, Shard, ShardResult, finished, leftovers, plan_shards
-from gist_onnx.embedder import choose_precision
-from gist_onnx.manifest import read_manifest
+from gist_onnx.embedder import Embedder
 from gist_onnx.progress import Progress
+from gist_onnx.session import RuntimeInfo
 
 ENGINES = ("local", "ray")
 MANIFEST = "_manifest.json"
@@ -82,7 +82,7 @@ def embed_dataset(
     rows_per_shard: int = 50_000,
     ray_address: str | None = None,
     precision: str = "auto",
-    provider: str = "cpu",
+    provider: str = "auto",
     strict: bool = False,
     show_progress: bool = True,
 ) -> DatasetResult:
@@ -91,74 +91,113 @@ def embed_dataset(
     Each shard file holds the id column (``id_column``, or "id" = "FILE:ROW") and ``embedding``
     (a fixed-size list of float32). Rows whose text is null or not a string are left out and
     returned in ``bad`` (``strict`` raises instead). Run it again after a crash to finish.
+    ``provider`` and ``precision`` are resolved once, here, by opening the model as a worker
+    would; every worker then runs exactly that device and graph.
     """
     if engine not in ENGINES:
         raise DatasetError(f"engine must be one of {ENGINES}, got {engine!r}")
     started = time.perf_counter()
     model_dir, output = Path(model_dir), Path(output)
-    manifest = read_manifest(model_dir)
-    chosen = choose_precision(precision, manifest, on_cuda=provider == "cuda", model_dir=model_dir)
-    shards = plan_shards(expand_inputs(inputs), rows_per_shard, manifest.graphs[chosen].sha256)
+    resolved = resolve_runtime(model_dir, provider, precision)
+    shards = plan_shards(expand_inputs(inputs), rows_per_shard, resolved.graph_sha256)
     _refuse_foreign_shards(output, shards)
     (output / SUCCESS).unlink(missing_ok=True)  # whatever happens next, the old success is stale
     for temporary in leftovers(output):
         temporary.unlink(missing_ok=True)  # a writer that died: its shard is computed again
 
-    results = {shard.id: result for shard in shards if (result := finished(shard, output))}
-    todo = [shard for shard in shards if shard.id not in results]
+    todo = [shard for shard in shards if finished(shard, output) is None]
     workers, threads = workers_and_threads(workers, threads_per_worker)
+    info = resolved.info
     spec = WorkSpec(
-        str(model_dir.resolve()), str(output.resolve()), text_column, id_column, chosen, provider,
-        threads, batch_size, strict,
+        str(model_dir.resolve()), str(output.resolve()), text_column, id_column, info.precision,
+        info.device, threads, batch_size, strict,
     )  # fmt: skip
-    total_rows = sum(shard.rows for shard in todo)
-    progress = Progress("embedding", total_rows, enabled=show_progress and bool(todo), unit="rows")
+    startup = _run_engine(todo, spec, engine, min(workers, len(todo)), ray_address, show_progress, started)
+    checked = _check_every_shard(shards, output)
+    bad = [row for shard in shards for row in checked[shard.id].bad]
+    written = sum(result.written for result in checked.values())
+    rows = sum(shard.rows for shard in shards)
+    document = _job_manifest(resolved, spec, shards, checked)
+    (output / MANIFEST).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    (output / SUCCESS).write_text("", encoding="utf-8")  # last: the job is complete
+    _report_bad_rows(bad)
+    seconds = time.perf_counter() - started
+    return DatasetResult(output, len(shards), len(shards) - len(todo), rows, written, bad, seconds, startup)
+
+
+def _job_manifest(
+    resolved: ResolvedModel, spec: WorkSpec, shards: list[Shard], checked: dict[str, ShardResult]
+) -> dict:
+    """What ``_manifest.json`` says: the model as resolved, the columns, every shard and its rows."""
+    info = resolved.info
+    return {
+        "model": info.source_model,
+        "model_dir": spec.model_dir,
+        "precision": info.precision,
+        "device": info.device,
+        "graph_sha256": resolved.graph_sha256,
+        "dim": info.dim,
+        "text_column": spec.text_column,
+        "id_column": spec.id_column or "id",
+        "rows": sum(shard.rows for shard in shards),
+        "written": sum(result.written for result in checked.values()),
+        "bad_rows": sum(len(result.bad) for result in checked.values()),
+        "shards": [{**asdict(s), "file": s.file_name, "written": checked[s.id].written} for s in shards],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _run_engine(
+    todo: list[Shard],
+    spec: WorkSpec,
+    engine: str,
+    workers: int,
+    ray_address: str | None,
+    show_progress: bool,
+    started: float,
+) -> float:
+    """Embed the shards not yet done on the engine; the seconds its start took (Ray's cluster)."""
+    if not todo:
+        return 0.0
+    progress = Progress("embedding", sum(shard.rows for shard in todo), enabled=show_progress, unit="rows")
     startup = [0.0]
 
     def engine_started() -> None:
         startup[0] = time.perf_counter() - started
         progress.restart()
 
-    if todo:
-        run = (
-            run_local(todo, spec, min(workers, len(todo)))
-            if engine == "local"
-            else run_ray(todo, spec, min(workers, len(todo)), ray_address, engine_started)
-        )
-        by_id = {shard.id: shard for shard in todo}
-        for result in run:
-            results[result.shard_id] = result
-            progress.update(by_id[result.shard_id].rows)
-        progress.close()
+    if engine == "local":
+        run = run_local(todo, spec, workers)
+    else:
+        run = run_ray(todo, spec, workers, ray_address, engine_started)
+    rows = {shard.id: shard.rows for shard in todo}
+    for result in run:
+        progress.update(rows[result.shard_id])
+    progress.close()
+    return startup[0]
 
-    checked = _check_every_shard(shards, output)
-    bad = [row for shard in shards for row in checked[shard.id].bad]
-    written = sum(result.written for result in checked.values())
-    rows = sum(shard.rows for shard in shards)
-    document = {
-        "model": manifest.source_model,
-        "model_dir": str(model_dir.resolve()),
-        "precision": chosen,
-        "graph_sha256": manifest.graphs[chosen].sha256,
-        "dim": manifest.embedding_dim,
-        "text_column": text_column,
-        "id_column": id_column or "id",
-        "rows": rows,
-        "written": written,
-        "bad_rows": len(bad),
-        "shards": [{**asdict(s), "file": s.file_name, "written": checked[s.id].written} for s in shards],
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    (output / MANIFEST).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    (output / SUCCESS).write_text("", encoding="utf-8")  # last: the job is complete
+
+def _report_bad_rows(bad: list[tuple[str, str]]) -> None:
     if bad:
         shown = ", ".join(f"{row_id} ({why})" for row_id, why in bad[:20])
         more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
         print(f"{len(bad)} bad rows left out: {shown}{more}", file=sys.stderr)
-    seconds = time.perf_counter() - started
-    return DatasetResult(
-        output, len(shards), len(shards) - len(todo), rows, written, bad, seconds, startup[0]
-    )
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """The runtime a job's workers will run, and the checksum of its graph (part of shard ids)."""
+
+    info: RuntimeInfo
+    graph_sha256: str
+
+
+def resolve_runtime(model_dir: Path, provider: str, precision: str) -> ResolvedModel:
+    """Open the model once, as a worker will, to learn the device and graph it really gets."""
+    # The workers verify the checksums; here only what the session resolves matters.
+    embedder = Embedder(model_dir, provider=provider, precision=precision, threads=1, verify_checksums=False)
+    sha = embedder.manifest.graphs[embedder.info.precision].sha256
+    return ResolvedModel(embedder.info, sha)
 
 
 def _refuse_foreign_shards(output: Path, shards: list[Shard]) -> None:

@@ -1,31 +1,42 @@
-"""The HTTP layer: validate, tokenize, queue, answer. The batcher does the inference.
+"""The HTTP layer: validate, tokenize (off the event loop), queue, answer. The batcher infers.
 
 Routes: ``POST /v1/embeddings`` and ``/embeddings`` (OpenAI), ``POST /embed`` (TEI), ``GET
 /health`` (readiness), ``GET /info`` and ``GET /metrics`` (Prometheus). Every error is answered
-as OpenAI shapes it, with its own status; nothing in a request names a file.
+as OpenAI shapes it, with its own status and one line of text; a 500's traceback goes to the
+server's log, never to the client.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from tokenizers import Encoding
 
+from gist_onnx.batcher import Batcher, Job, NotAccepting, QueueFull
 from gist_onnx.embedder import Embedder
-from gist_onnx.serve.batcher import Batcher, Job, NotAccepting, QueueFull
+from gist_onnx.serve.logs import log_request
 from gist_onnx.serve.metrics import Metrics
 from gist_onnx.serve.protocol import ApiError, EmbedRequest, openai_response, parse_openai, parse_tei
+from gist_onnx.session import TokenBudget
+
+log = logging.getLogger("gist_onnx.serve")
+# Threads that tokenize requests, so the event loop only parses and answers. Two: the Rust
+# tokenizer releases the GIL, and more would only compete with the session for the cores.
+TOKENIZER_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -38,20 +49,19 @@ class ServeConfig:
     api_key: str | None = None
     max_client_batch: int = 64
     max_queue: int = 512
-    max_batch_tokens: int | None = None  # padded tokens per session run; None: the Embedder's cap
+    max_batch_tokens: TokenBudget = "auto"  # padded tokens per session run (the runtime resolves it)
     max_body_bytes: int = 2 * 2**20
     auto_truncate: bool = False
     served_model_name: str | None = None
     batching: bool = True
     threads: int | None = None
 
-
-def _load_embedder(config: ServeConfig) -> Embedder:
-    # The session's own cap per run is the server's budget, so a run the worker forms is one run.
-    return Embedder(
-        config.model_dir, provider=config.provider, precision=config.precision, threads=config.threads,
-        max_batch_tokens=config.max_batch_tokens or "auto",
-    )  # fmt: skip
+    def load(self) -> Embedder:
+        """The Embedder these settings describe; its session's token budget caps the worker's runs."""
+        return Embedder(
+            self.model_dir, provider=self.provider, precision=self.precision, threads=self.threads,
+            max_batch_tokens=self.max_batch_tokens,
+        )  # fmt: skip
 
 
 class EmbeddingService:
@@ -62,12 +72,9 @@ class EmbeddingService:
         self.metrics = Metrics()
         self.in_flight = 0
         self.batcher = Batcher(
-            lambda: _load_embedder(config),
-            max_queue=config.max_queue,
-            max_batch_tokens=config.max_batch_tokens,
-            batching=config.batching,
-            on_run=self.metrics.observe_run,
+            config.load, max_queue=config.max_queue, batching=config.batching, on_run=self.metrics.observe_run
         )
+        self._tokenizers = ThreadPoolExecutor(TOKENIZER_THREADS, thread_name_prefix="gist-onnx-tokenize")
 
     @property
     def model_name(self) -> str:
@@ -75,6 +82,10 @@ class EmbeddingService:
 
     def start(self) -> None:
         self.batcher.start()
+
+    def close(self) -> None:
+        self.batcher.stop()
+        self._tokenizers.shutdown(wait=False)
 
     def idle(self) -> bool:
         return self.in_flight == 0 and self.batcher.idle()
@@ -89,14 +100,10 @@ class EmbeddingService:
 
     async def health(self, request: Request) -> Response:
         if self.batcher.load_error is not None:
-            return _error(
-                ApiError(
-                    503, f"the model failed to load: {self.batcher.load_error}", "load_failed", "server_error"
-                )
-            )
+            message = f"the model failed to load: {self.batcher.load_error}"
+            return _error(ApiError(503, message, "load_failed", "server_error"))
         if not self.batcher.ready:
-            state = "loading" if self.batcher.embedder is None else "draining"
-            return _json({"status": state}, 503)
+            return _json({"status": "draining" if self.batcher.draining else "loading"}, 503)
         return _json({"status": "ok"})
 
     async def info(self, request: Request) -> Response:
@@ -106,19 +113,17 @@ class EmbeddingService:
         embedder = self.batcher.embedder
         if embedder is None:
             raise ApiError(503, "the model is still loading", "loading", "server_error")
+        resolved = embedder.info.to_dict()
+        del resolved["model_dir"]  # nothing in a response names a file
+        limits = {k: v for k, v in asdict(self.config).items() if k.startswith("max_")}
+        limits["max_batch_tokens"] = embedder.info.max_batch_tokens
         return _json(
             {
                 "model": self.model_name,
-                "source_model": embedder.manifest.source_model,
-                "dim": embedder.dim,
-                "max_seq_length": embedder.max_seq_length,
-                "pooling": embedder.manifest.pooling,
-                "normalize": embedder.manifest.normalize,
-                "precision": embedder.precision,
-                "provider": embedder.providers[0],
+                **resolved,
+                "provider": embedder.info.providers[0],
                 "limits": {
-                    **{k: v for k, v in asdict(self.config).items() if k.startswith("max_")},
-                    "max_batch_tokens": self.batcher.max_batch_tokens,
+                    **limits,
                     "auto_truncate": self.config.auto_truncate,
                     "batching": self.config.batching,
                 },
@@ -141,17 +146,18 @@ class EmbeddingService:
         if batcher.full():  # before reading the body: overload is answered at once
             raise self._queue_full(batcher.retry_after())
         embedder = batcher.embedder
-        assert embedder is not None  # ready implies loaded
+        if embedder is None:  # ready implies loaded
+            raise RuntimeError("the batcher is ready without an embedder")
         body = await self._read_json(request)
         if route == "openai":
             parsed = parse_openai(body, embedder.dim, self.config.max_client_batch)
         else:
             parsed = parse_tei(body, self.config.max_client_batch)
-        encodings = self._tokenize(embedder, parsed)
-        tokens = sum(len(e.ids) for e in encodings)
-        loop = asyncio.get_running_loop()
-        normalize = embedder.manifest.normalize if parsed.normalize is None else parsed.normalize
-        job = Job(encodings, normalize, loop, loop.create_future())
+        encodings = await asyncio.get_running_loop().run_in_executor(
+            self._tokenizers, self._tokenize, embedder, parsed
+        )
+        job = Job(encodings, embedder.info.normalizes(parsed.normalize))
+        request.state.job = job  # for the request's log line
         try:
             batcher.submit(job)
         except QueueFull as full:
@@ -160,11 +166,11 @@ class EmbeddingService:
             raise ApiError(503, "the server is shutting down", "unavailable", "server_error") from None
         vectors = await _wait_unless_gone(request, job)
         if vectors is None:
-            return Response(status_code=499)  # nobody is listening; for the access log only
+            return Response(status_code=499)  # nobody is listening; for the log only
         self.metrics.inputs.inc(len(encodings))
-        self.metrics.tokens.inc(tokens)
+        self.metrics.tokens.inc(job.tokens)
         if route == "openai":
-            return _json(openai_response(vectors, self.model_name, tokens, parsed.base64))
+            return _json(openai_response(vectors, self.model_name, job.tokens, parsed.base64))
         return _json(vectors)
 
     def _authorize(self, request: Request) -> None:
@@ -198,7 +204,8 @@ class EmbeddingService:
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
 
-    def _tokenize(self, embedder: Embedder, parsed: EmbedRequest) -> list:
+    def _tokenize(self, embedder: Embedder, parsed: EmbedRequest) -> list[Encoding]:
+        """On a tokenizer thread: the request's encodings, or the ApiError a client must see."""
         try:
             encodings = embedder.tokenize(parsed.texts)
         except ValueError as exc:  # a lone surrogate: named by index
@@ -226,16 +233,17 @@ class EmbeddingService:
         )
 
 
-async def _wait_unless_gone(request: Request, job: Job) -> Any:
-    """The job's vectors, or None if the client disconnected first (the job is then dropped)."""
+async def _wait_unless_gone(request: Request, job: Job) -> np.ndarray | None:
+    """The job's vectors, or None if the client disconnected first (the job is then cancelled)."""
+    result = asyncio.wrap_future(job.future)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
-        done, _ = await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({result, gone}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-    if job.future in done:
-        return job.future.result()
-    job.cancelled = True
+    if result in done:
+        return result.result()
+    result.cancel()  # cancels the job's future too: its waiting texts are dropped
     return None
 
 
@@ -254,10 +262,17 @@ def _error(error: ApiError) -> Response:
     return _json(error.body(), error.status, error.headers)
 
 
-def create_app(service: EmbeddingService) -> Starlette:
-    """The ASGI app for a service; every route's errors are counted and answered as JSON."""
+def _internal_error(exc: Exception) -> ApiError:
+    message = f"internal error ({type(exc).__name__}); the server's log has the details"
+    return ApiError(500, message, "internal", "server_error")
 
-    def counted(route: str, handler: Callable) -> Callable:
+
+def create_app(service: EmbeddingService) -> Starlette:
+    """The ASGI app for a service: every request counted and logged, every error answered as JSON."""
+
+    def logged(
+        route: str, handler: Callable[[Request], Awaitable[Response]], level: int = logging.INFO
+    ) -> Callable:
         async def endpoint(request: Request) -> Response:
             service.in_flight += 1
             started = time.perf_counter()
@@ -265,23 +280,31 @@ def create_app(service: EmbeddingService) -> Starlette:
                 response = await handler(request)
             except ApiError as error:
                 response = _error(error)
-            except Exception as exc:  # a bug or a failed run: JSON, never a traceback
-                response = _error(
-                    ApiError(500, f"internal error: {type(exc).__name__}", "internal", "server_error")
-                )
+            except Exception as exc:  # a bug or a failed run: the traceback to the log, one line out
+                log.exception("%s %s failed", request.method, route)
+                response = _error(_internal_error(exc))
             finally:
                 service.in_flight -= 1
-            service.metrics.observe_request(route, response.status_code, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            service.metrics.observe_request(route, response.status_code, seconds)
+            job: Job | None = getattr(request.state, "job", None)
+            log_request(
+                request.method, route, response.status_code, seconds, level,
+                inputs=len(job.encodings) if job else None, tokens=job.tokens if job else None,
+                queue_ms=_ms(job.queue_seconds) if job else None,
+                inference_ms=_ms(job.inference_seconds) if job and job.started else None,
+            )  # fmt: skip
             return response
 
         return endpoint
 
     routes = [
-        Route("/v1/embeddings", counted("/v1/embeddings", service.openai), methods=["POST"]),
-        Route("/embeddings", counted("/embeddings", service.openai), methods=["POST"]),
-        Route("/embed", counted("/embed", service.tei), methods=["POST"]),
-        Route("/health", counted("/health", service.health), methods=["GET"]),
-        Route("/info", counted("/info", service.info), methods=["GET"]),
+        Route("/v1/embeddings", logged("/v1/embeddings", service.openai), methods=["POST"]),
+        Route("/embeddings", logged("/embeddings", service.openai), methods=["POST"]),
+        Route("/embed", logged("/embed", service.tei), methods=["POST"]),
+        # Probes come every few seconds: their lines are DEBUG, unless they fail.
+        Route("/health", logged("/health", service.health, logging.DEBUG), methods=["GET"]),
+        Route("/info", logged("/info", service.info), methods=["GET"]),
         Route("/metrics", service.prometheus, methods=["GET"]),
     ]
 
@@ -290,3 +313,10 @@ def create_app(service: EmbeddingService) -> Starlette:
         return _error(ApiError(status, f"no route {request.method} {request.url.path}", "not_found"))
 
     return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1e3, 2)
+
+
+__all__ = ["EmbeddingService", "ServeConfig", "create_app"]

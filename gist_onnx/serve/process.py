@@ -13,14 +13,16 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 
 @dataclass
 class ServerProcess:
-    """A running server: its process and base URL."""
+    """A running server: its process, base URL and log (its stdout and stderr)."""
 
     process: subprocess.Popen
     port: int
+    log: IO[str]
 
     @property
     def url(self) -> str:
@@ -35,6 +37,12 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait()
+
+    def log_text(self) -> str:
+        """Everything the server has logged so far."""
+        # pread: the server writes through the same open file, so its offset must not move.
+        fd = self.log.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode("utf-8", errors="replace")
 
     def rss_mib(self) -> float:
         """The server's resident memory now (Linux)."""
@@ -61,12 +69,11 @@ def start_server(
     process = subprocess.Popen(
         command, env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, text=True
     )
-    server = ServerProcess(process, port)
+    server = ServerProcess(process, port, log)
     deadline = time.monotonic() + ready_within
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"the server exited with {process.returncode}: {log.read()}")
+            raise RuntimeError(f"the server exited with {process.returncode}: {server.log_text()}")
         try:
             with urllib.request.urlopen(f"{server.url}/health", timeout=1) as response:
                 if response.status == 200:

@@ -8,13 +8,13 @@ passed) the server closes and the process exits 0. A second signal exits at once
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from types import FrameType
 
 import uvicorn
 
 from gist_onnx.serve.app import EmbeddingService, ServeConfig, create_app
+from gist_onnx.serve.logs import configure_logging
 
 log = logging.getLogger("gist_onnx.serve")
 
@@ -47,19 +47,25 @@ class _DrainingServer(uvicorn.Server):
 
 
 def serve(
-    config: ServeConfig, host: str = "127.0.0.1", port: int = 8080, shutdown_timeout: float = 30.0
+    config: ServeConfig,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    shutdown_timeout: float = 30.0,
+    log_level: str = "info",
+    log_format: str = "text",
 ) -> int:
     """Load the model, serve until SIGTERM or Ctrl-C, drain, and return the exit status."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    configure_logging(log_level, log_format)
     service = EmbeddingService(config)
     service.start()  # the model loads on the worker thread while the server already answers /health
     uvicorn_config = uvicorn.Config(
-        create_app(service), host=host, port=port, log_level="warning", access_log=False, lifespan="off"
-    )
+        create_app(service), host=host, port=port, lifespan="off",
+        access_log=False, log_config=None,  # our log line per request; uvicorn's errors reach our handler
+    )  # fmt: skip
     server = _DrainingServer(uvicorn_config, service, shutdown_timeout)
     log.info("serving %s on http://%s:%d", config.model_dir, host, port)
     server.run()
-    service.batcher.stop()
+    service.close()
     if service.batcher.load_error is not None:
         log.error("the model failed to load: %s", service.batcher.load_error)
         return 1

@@ -1,34 +1,35 @@
 """Micro-batching: one worker thread owns the session and runs whatever texts are waiting.
 
 Requests arrive tokenized (their token counts are exact) and their texts join a pool bounded by
-``max_queue`` texts. Whenever the worker is free it sorts the pool by length, cuts it into runs
-of at most ``max_batch_tokens`` padded tokens, and computes the run that holds the oldest text:
-no timer, so a lone request starts at once; a busy server batches by itself, each run of texts
-of similar length (little padding) and the oldest always served next (no starvation). Texts that
-arrive meanwhile join the pool for the next run. A request is answered as soon as its last text
-is computed; one whose client left is dropped from the pool, not computed.
+``max_queue`` texts. Whenever the worker is free it takes the run that holds the oldest waiting
+text (gist_onnx.planning.run_around_oldest): no timer, so a lone request starts at once; a busy
+worker batches by itself, each run of texts of similar length and the oldest always served next
+(no starvation). Texts that arrive meanwhile join the pool for the next run. A request's future
+is resolved as soon as its last text is computed; a cancelled request's waiting texts are
+dropped, not computed.
 
-Nothing here knows HTTP: the server awaits ``Job.future`` on its event loop.
+Nothing here knows HTTP or asyncio: a server awaits ``asyncio.wrap_future(job.future)``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 from tokenizers import Encoding
 
 from gist_onnx.embedder import Embedder
+from gist_onnx.planning import run_around_oldest
 from gist_onnx.pooling import normalize
 
-# A session run's fixed cost in tokens' worth: streaming the weights once. GIST fp32 on a 2-core
-# CPU: ~1.2 ms a padded token in a run of 32 texts, and a one-text run ~20 ms more than its tokens.
-RUN_OVERHEAD_TOKENS = 16
+log = logging.getLogger(__name__)
+WARM_UP_TEXTS = ["warm up", "a longer text to warm up the session " * 8]
 
 
 class QueueFull(Exception):
@@ -45,19 +46,28 @@ class NotAccepting(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request's texts and where its vectors go."""
+    """One request's texts, where its vectors go, and how long it waited and ran."""
 
     encodings: list[Encoding]
     normalize: bool
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future
+    future: Future = field(default_factory=Future)  # (n, dim) float32 rows, or the run's error
     enqueued: float = field(default_factory=time.perf_counter)
-    cancelled: bool = False  # the client went away: its texts still waiting are dropped
-    rows: np.ndarray | None = None  # filled run by run
+    started: float | None = None  # when its first text's run began
+    inference_seconds: float = 0.0  # the runs that computed its texts, added up
+    rows: np.ndarray | None = field(default=None, repr=False)  # filled run by run
     remaining: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.remaining = len(self.encodings)
+
+    @property
+    def queue_seconds(self) -> float | None:
+        """From admission to its first run; None while it waits."""
+        return None if self.started is None else self.started - self.enqueued
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(e.ids) for e in self.encodings)
 
 
 @dataclass
@@ -74,24 +84,21 @@ class Batcher:
     """The pool of waiting texts and the one thread that embeds them.
 
     Args:
-        load: builds the Embedder; called on the worker thread, which then warms it up.
+        load: builds the Embedder; called on the worker thread, which then warms it up. Its
+            resolved ``info.max_batch_tokens`` caps every run.
         max_queue: texts that may wait (those being computed do not count).
-        max_batch_tokens: padded tokens of one session run (always at least one text); None:
-            the Embedder's own cap (512 on the CPU, 16,384 on CUDA).
         batching: False computes one request at a time (for measuring what batching buys).
-        on_run: called with each run's RunStats (metrics).
+        on_run: called on the worker thread with each run's RunStats (metrics).
     """
 
     def __init__(
         self,
         load: Callable[[], Embedder],
         max_queue: int,
-        max_batch_tokens: int | None,
         batching: bool = True,
         on_run: Callable[[RunStats], None] | None = None,
     ) -> None:
         self.max_queue = max_queue
-        self.max_batch_tokens = max_batch_tokens
         self.batching = batching
         # None until the worker has loaded and warmed it: readiness and /info report that state.
         self.embedder: Embedder | None = None
@@ -110,10 +117,19 @@ class Batcher:
     def start(self) -> None:
         self._thread.start()
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the model is loaded and warm (True) or failed to load (False)."""
+        self._ready.wait(timeout)
+        return self._ready.is_set() and self.load_error is None
+
     @property
     def ready(self) -> bool:
         """Loaded, warmed and not draining: what readiness reports."""
         return self._ready.is_set() and not self._draining and self.load_error is None
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
 
     @property
     def queued_inputs(self) -> int:
@@ -124,10 +140,10 @@ class Batcher:
         with self._lock:
             return not self._pool and not self._busy
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job) -> Job:
         """Add a request's texts to the pool; QueueFull or NotAccepting if it cannot be taken now."""
         with self._lock:
-            if not self._ready.is_set() or self._draining or self._stopping:
+            if not self.ready or self._stopping:
                 raise NotAccepting()
             # An empty pool takes any request (the client batch limit bounds it), so a request
             # larger than the queue is not refused forever.
@@ -135,6 +151,7 @@ class Batcher:
                 raise QueueFull(self._retry_after())
             self._pool += [(job, index) for index in range(len(job.encodings))]
             self._lock.notify()
+        return job
 
     def full(self) -> bool:
         """Whether the pool has no room at all: a cheap check before parsing a request."""
@@ -162,27 +179,30 @@ class Batcher:
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
 
+    # -- the worker thread --------------------------------------------------------------------------
+
     def _work(self) -> None:
-        _yield_to_the_event_loop()
+        _lower_priority()
         try:
             embedder = self._load()
-            embedder.encode(["warm up", "a longer text to warm up the session " * 8])
+            embedder.encode(WARM_UP_TEXTS)
         except BaseException as exc:  # reported by readiness and by the server's log
+            log.exception("the model failed to load")
             self.load_error = exc
+            self._ready.set()
             return
-        if self.max_batch_tokens is None:
-            self.max_batch_tokens = embedder.max_batch_tokens
         self.embedder = embedder
         self._ready.set()
-        while (run := self._next_run()) is not None:
+        while (run := self._next_run(embedder.info.max_batch_tokens)) is not None:
             self._compute(embedder, run)
 
-    def _next_run(self) -> list[tuple[Job, int]] | None:
+    def _next_run(self, budget: int | None) -> list[tuple[Job, int]] | None:
         """Wait for texts; take the run of similar lengths that holds the oldest one."""
         with self._lock:
             self._busy = False
             while True:
-                self._pool = [(job, i) for job, i in self._pool if not job.cancelled]
+                # A done future (cancelled by its caller, or failed) needs no more texts computed.
+                self._pool = [(job, i) for job, i in self._pool if not job.future.done()]
                 if self._pool:
                     break
                 if self._stopping:
@@ -194,89 +214,57 @@ class Batcher:
                 oldest = self._pool[0][0]
                 candidates = [k for k, (job, _) in enumerate(self._pool) if job is oldest]
             lengths = [len(job.encodings[i].ids) for job, i in self._pool]
-            run = run_around_oldest(candidates, lengths, self.max_batch_tokens or 0)
-            taken = set(run)
-            chosen = [self._pool[k] for k in run]
+            taken = set(run_around_oldest(candidates, lengths, budget))
+            chosen = [self._pool[k] for k in sorted(taken)]
             self._pool = [item for k, item in enumerate(self._pool) if k not in taken]
             self._busy = True
             return chosen
 
     def _compute(self, embedder: Embedder, run: list[tuple[Job, int]]) -> None:
         started = time.perf_counter()
-        encodings = [job.encodings[i] for job, i in run]
+        jobs = list(dict.fromkeys(job for job, _ in run))
+        first_runs = [started - job.enqueued for job in jobs if job.started is None]
+        for job in jobs:
+            job.started = started if job.started is None else job.started
         try:
             # Raw pooled vectors: each request normalizes its own rows as it asked.
-            vectors = embedder.embed_tokens(encodings, batch_size=len(run), normalize_embeddings=False)
+            vectors = embedder.embed_run([job.encodings[i] for job, i in run])
         except Exception as exc:  # a failed run fails its requests, never the worker
-            for job in {job for job, _ in run}:
-                job.cancelled = True  # its other texts are not computed
-                job.loop.call_soon_threadsafe(_set_exception, job.future, exc)
+            log.exception("a run of %d texts failed; its %d requests get the error", len(run), len(jobs))
+            for job in jobs:
+                _fail(job, exc)  # its texts still waiting are then dropped from the pool
             return
         elapsed = time.perf_counter() - started
-        first_runs = []
+        for job in jobs:
+            job.inference_seconds += elapsed
         for (job, i), vector in zip(run, vectors):
             if job.rows is None:
                 job.rows = np.empty((len(job.encodings), embedder.dim), dtype=np.float32)
-                first_runs.append(started - job.enqueued)
             job.rows[i] = vector
             job.remaining -= 1
             if job.remaining == 0:
-                rows = normalize(job.rows) if job.normalize else job.rows
-                job.loop.call_soon_threadsafe(_set_result, job.future, rows)
+                _finish(job, normalize(job.rows) if job.normalize else job.rows)
         rate = len(run) / max(elapsed, 1e-9)
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
-        width = max(len(e.ids) for e in encodings)
+        width = max(len(job.encodings[i].ids) for job, i in run)
         self._on_run(RunStats(len(run), width * len(run), first_runs, elapsed))
 
 
-def _yield_to_the_event_loop() -> None:
+def _finish(job: Job, rows: np.ndarray) -> None:
+    if job.future.set_running_or_notify_cancel():  # False: the caller gave up on it
+        job.future.set_result(rows)
+
+
+def _fail(job: Job, exc: BaseException) -> None:
+    if job.future.set_running_or_notify_cancel():
+        job.future.set_exception(exc)
+
+
+def _lower_priority() -> None:
     """Run this thread, and the ONNX Runtime threads it creates, at a lower priority than the
-    HTTP event loop: admitting a request, refusing one with 429 and answering health checks take
-    microseconds, and must not wait behind a session run that holds every core."""
+    thread that submits work: a server's event loop admits a request, refuses one with 429 and
+    answers health checks in microseconds, and must not wait behind a run that holds every core."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 5)  # Linux: per thread
     except (AttributeError, OSError):  # other systems: the default priority
         pass
-
-
-def run_around_oldest(candidates: list[int], lengths: list[int], budget: int) -> list[int]:
-    """The run that holds text 0 (the oldest) and computes the most real tokens per unit of cost.
-
-    A run costs its padded tokens (its texts x its longest) plus a fixed overhead. Among the
-    windows of the length-sorted candidates that hold text 0 and fit ``budget`` padded tokens,
-    of every start and size, the best by that measure: so a run is as large as padding allows,
-    runs are of similar lengths, and the oldest text is always in the next one. ``budget`` only
-    caps a run; the cost decides its size.
-    """
-    order = sorted(candidates, key=lambda k: (-lengths[k], k))  # longest first, then oldest first
-    oldest = order.index(0)
-    best, best_score = [order[oldest]], -1.0
-    head = 0  # real tokens of order[start : oldest + 1], the part every window from start holds
-    for start in range(oldest, -1, -1):
-        width = lengths[order[start]]  # the window's longest text sets its padded width
-        most = max(1, budget // width)
-        if oldest - start + 1 > most:
-            break  # windows starting further up cannot reach the oldest text
-        head += width
-        end, real = oldest + 1, head
-        score = real / (width * (end - start) + RUN_OVERHEAD_TOKENS)
-        # Texts come shortest last, so each one added is worth less than the one before: grow
-        # the window while the next text still raises the score, then stop.
-        while end < len(order) and end - start < most:
-            grown = (real + lengths[order[end]]) / (width * (end + 1 - start) + RUN_OVERHEAD_TOKENS)
-            if grown < score:
-                break
-            real, end, score = real + lengths[order[end]], end + 1, grown
-        if score > best_score:
-            best, best_score = order[start:end], score
-    return best
-
-
-def _set_result(future: asyncio.Future, rows: np.ndarray) -> None:
-    if not future.done():  # the handler may have given up on a client that left
-        future.set_result(rows)
-
-
-def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)

@@ -1,0 +1,173 @@
+"""Opening a model's session and resolving, once, what the runtime really got.
+
+The session is created first; the device it really runs on then decides the graph, the token
+budget and everything else, recorded in one frozen ``RuntimeInfo`` that every layer reads (the
+CLI, the server, the bulk job, the benchmarks). Nothing else re-derives these.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import onnxruntime as ort
+
+from gist_onnx.cpu import int8_mismatch
+from gist_onnx.errors import ModelFolderError, ProviderError
+from gist_onnx.manifest import Manifest, check_file
+from gist_onnx.options import MAX_BATCH_TOKENS, PRECISIONS
+from gist_onnx.providers import CUDA, cuda_hint, device_of, preload_cuda_libraries, providers_for
+
+_ort_errors = ort.capi.onnxruntime_pybind11_state
+# What ONNX Runtime raises for a file that is not a graph it can build a session from.
+_GRAPH_LOAD_ERRORS = (
+    _ort_errors.Fail,
+    _ort_errors.InvalidProtobuf,
+    _ort_errors.InvalidGraph,
+    _ort_errors.NotImplemented,
+)
+FEEDABLE_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
+# The graph a device runs best, most faithful first; int8 is taken only on request.
+AUTO_PRECISION = {"cuda": ("fp16", "fp32"), "cpu": ("fp32",)}
+
+TokenBudget = int | Literal["auto"] | None
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What a loaded model really is and runs on, resolved once after its session exists."""
+
+    model_dir: Path
+    source_model: str
+    device: str  # where the session runs: "cpu" or "cuda"
+    providers: tuple[str, ...]  # ONNX Runtime's providers of the session, in order
+    precision: str  # the graph loaded: "fp32", "int8" or "fp16"
+    max_batch_tokens: int | None  # padded tokens per session run; None: no cap
+    pooling: str  # "cls", "mean" or "max", from the model's sentence-transformers config
+    normalize: bool  # the model's default: whether vectors are L2-normalized
+    dim: int
+    max_seq_length: int  # tokens per text, special tokens included; longer texts are cut
+    int8_mismatch: str | None = None  # why this int8 graph is not exact on this CPU, if it is not
+
+    def normalizes(self, override: bool | None = None) -> bool:
+        """Whether vectors are normalized: the caller's ``override``, else the model's default."""
+        return self.normalize if override is None else override
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values, for /info, `gist-onnx info --json` and reports."""
+        return {**asdict(self), "model_dir": str(self.model_dir), "providers": list(self.providers)}
+
+
+def choose_precision(precision: str, manifest: Manifest, device: str, model_dir: Path) -> str:
+    """The graph a precision setting picks from the folder for a device; ModelFolderError if the
+    folder lacks the one asked for."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        for candidate in (*AUTO_PRECISION.get(device, ("fp32",)), *manifest.graphs):
+            if candidate in manifest.graphs:
+                return candidate
+    if precision not in manifest.graphs:
+        raise ModelFolderError(
+            model_dir,
+            f"has no {precision} graph (it has {sorted(manifest.graphs)}); "
+            f"export with {'--quantize int8' if precision == 'int8' else '--fp16'} to add one",
+        )
+    return precision
+
+
+def token_budget(setting: TokenBudget, device: str) -> int | None:
+    """The padded-token cap per session run that a ``max_batch_tokens`` setting means on a device."""
+    if setting == "auto":
+        return MAX_BATCH_TOKENS.get(device, MAX_BATCH_TOKENS["cpu"])
+    if setting is not None and (isinstance(setting, bool) or not isinstance(setting, int) or setting < 1):
+        raise ValueError(f"max_batch_tokens must be 'auto', None or an int >= 1, got {setting!r}")
+    return setting
+
+
+def open_session(
+    model_dir: Path,
+    manifest: Manifest,
+    provider: str,
+    precision: str,
+    options: ort.SessionOptions,
+    checksum: bool,
+) -> tuple[ort.InferenceSession, str, str]:
+    """The session, the precision of its graph and the device it really runs on.
+
+    ``cuda`` raises ProviderError rather than run on the CPU; ``auto`` falls back to the CPU with
+    a warning when CUDA is offered but does not start, and then loads the graph chosen for the
+    CPU (fp32 rather than fp16, under ``precision="auto"``).
+    """
+    available = ort.get_available_providers()
+    wanted = providers_for(provider, available)
+    device = device_of(wanted[0])
+    chosen = choose_precision(precision, manifest, device, model_dir)
+    session = _load(model_dir, manifest, chosen, wanted, options, checksum)
+    got = device_of(session.get_providers()[0])
+    if got == device:
+        return session, chosen, got
+    if provider == device:  # asked for by name: never run elsewhere
+        raise ProviderError(
+            f"provider={provider!r} was asked for, but the session runs on {session.get_providers()}. "
+            + cuda_hint(available)
+        )
+    warnings.warn(
+        f"{wanted[0]} is offered but did not start ({cuda_hint(available)}); running on {got}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    fallback = choose_precision(precision, manifest, got, model_dir)
+    if fallback != chosen:
+        session = _load(model_dir, manifest, fallback, session.get_providers(), options, checksum)
+    return session, fallback, got
+
+
+def _load(
+    model_dir: Path,
+    manifest: Manifest,
+    precision: str,
+    providers: list[str],
+    options: ort.SessionOptions,
+    checksum: bool,
+) -> ort.InferenceSession:
+    graph_path = check_file(model_dir, manifest.graphs[precision].record, checksum=checksum)
+    if providers[0] == CUDA:
+        preload_cuda_libraries()
+    try:
+        session = ort.InferenceSession(str(graph_path), sess_options=options, providers=providers)
+    except _GRAPH_LOAD_ERRORS as exc:
+        raise ModelFolderError(graph_path, f"is not a loadable ONNX graph: {exc}") from exc
+    unknown = {i.name for i in session.get_inputs()} - FEEDABLE_INPUTS
+    if unknown:
+        raise ModelFolderError(graph_path, f"declares inputs this runtime cannot feed: {unknown}")
+    return session
+
+
+def resolve(
+    model_dir: Path,
+    manifest: Manifest,
+    session: ort.InferenceSession,
+    precision: str,
+    device: str,
+    max_batch_tokens: TokenBudget,
+) -> RuntimeInfo:
+    """Record what the session got, with the model's own settings from its manifest."""
+    graph = manifest.graphs[precision]
+    # An int8 graph exported for a VNNI CPU still runs elsewhere, on saturating kernels.
+    mismatch = int8_mismatch(graph.weight_bits) if device == "cpu" and graph.weight_bits else None
+    return RuntimeInfo(
+        model_dir=model_dir,
+        source_model=manifest.source_model,
+        device=device,
+        providers=tuple(session.get_providers()),
+        precision=precision,
+        max_batch_tokens=token_budget(max_batch_tokens, device),
+        pooling=manifest.pooling,
+        normalize=manifest.normalize,
+        dim=manifest.embedding_dim,
+        max_seq_length=manifest.max_seq_length,
+        int8_mismatch=mismatch,
+    )
