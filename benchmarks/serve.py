@@ -15,20 +15,19 @@ import argparse
 import asyncio
 import http.client
 import json
-import random
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmarks.common import log, machine, random_gist, versions
-from benchmarks.corpus import fixed_shuffle, load_stsb
+from benchmarks.corpus import Workload, fixed_shuffle, load_stsb, workload_texts
+from benchmarks.load import LoadResult, closed_loop, open_loop, poisson_arrivals
 from benchmarks.measure import alternating_latency, median, timed
+from benchmarks.traffic import FULL_TRAFFIC, QUICK_TRAFFIC, TrafficPlan, mixed_phase, sparse_phase, zipf_phase
+from benchmarks.traffic import markdown as traffic_markdown
 from gist_onnx.options import GRAPH_PRECISIONS
 
 
@@ -42,6 +41,7 @@ class ServePlan:
     idle_calls: int
     precisions: tuple[str, ...]
     tiny: bool
+    traffic: TrafficPlan
 
 
 FULL = ServePlan(
@@ -53,6 +53,7 @@ FULL = ServePlan(
     idle_calls=200,
     precisions=("fp32", "int8"),
     tiny=False,
+    traffic=FULL_TRAFFIC,
 )
 QUICK = ServePlan(
     clients=(1, 16, 64),
@@ -63,164 +64,10 @@ QUICK = ServePlan(
     idle_calls=40,
     precisions=("fp32",),
     tiny=True,
+    traffic=QUICK_TRAFFIC,
 )
 CEILING_TEXTS = 256
-# Open-loop sockets at most: twice the server's queue, so at 200% its admission control, not the
-# client, refuses the excess; bounded, so a tiny model's thousands of arrivals a second do not
-# overflow the kernel's accept queue and count as dropped connections.
-OPEN_LOOP_CONNECTIONS = 1024
-
-
-def _request_bytes(text: str) -> bytes:
-    body = json.dumps({"input": text, "encoding_format": "float"}).encode()
-    head = (
-        "POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-    """Send one request on a keep-alive connection and read the whole response; its status."""
-    writer.write(request)
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionResetError("the server closed the connection")
-    length = 0
-    while (line := await reader.readline()) not in (b"\r\n", b""):
-        name, _, value = line.decode().partition(":")
-        if name.lower() == "content-length":
-            length = int(value)
-    await reader.readexactly(length)
-    return int(status_line.split()[1])
-
-
-@dataclass
-class LoadResult:
-    seconds: float
-    latencies: dict[int, list[float]]  # status → seconds of each response
-    errors: int  # connections refused, reset or closed mid-response
-    steady_texts_per_s: float | None = None  # a closed loop's rate once every client is answered
-
-    def summary(self) -> dict[str, Any]:
-        ok = np.array(self.latencies.get(200, [])) * 1e3
-        rejected = np.array(self.latencies.get(429, [])) * 1e3
-        pct = lambda a, q: float(np.percentile(a, q)) if len(a) else None  # noqa: E731
-        return {
-            "seconds": self.seconds,
-            "texts_per_s": self.steady_texts_per_s or len(ok) / self.seconds,
-            "p50_ms": pct(ok, 50), "p95_ms": pct(ok, 95), "p99_ms": pct(ok, 99),
-            "statuses": {str(k): len(v) for k, v in sorted(self.latencies.items())},
-            "errors": self.errors,
-            "rejected_p99_ms": pct(rejected, 99),
-        }  # fmt: skip
-
-
-async def closed_loop(port: int, clients: int, texts: list[str], seconds: float) -> LoadResult:
-    """``clients`` connections, each sending its next text as soon as the last is answered.
-
-    Its throughput counts the answers between the moment every client has had one (the first
-    wave, which all arrives at once, is over) and the end (the last answers trickle in with
-    fewer clients waiting): the steady state, whatever the loop's length.
-    """
-    latencies: dict[int, list[float]] = {}
-    errors = 0
-    stop = time.perf_counter() + seconds
-    first_answers: list[float] = []
-    answered_at: list[float] = []
-
-    async def client(index: int) -> None:
-        nonlocal errors
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        sent = index
-        while time.perf_counter() < stop:
-            started = time.perf_counter()
-            try:
-                status = await _exchange(reader, writer, _request_bytes(texts[sent % len(texts)]))
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                errors += 1
-                return
-            now = time.perf_counter()
-            latencies.setdefault(status, []).append(now - started)
-            if status == 200:
-                answered_at.append(now)
-            if sent == index:
-                first_answers.append(now)
-            sent += clients
-        writer.close()
-
-    began = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    result = LoadResult(time.perf_counter() - began, latencies, errors)
-    steady_from = max(first_answers, default=stop)
-    if len(first_answers) == clients and steady_from < stop:
-        result.steady_texts_per_s = sum(steady_from < t <= stop for t in answered_at) / (stop - steady_from)
-    return result
-
-
-async def poisson_arrivals(
-    rate: float, seconds: float, arrival: Callable[[int], Awaitable[int | None]]
-) -> LoadResult:
-    """Start ``arrival(index)`` at Poisson times, ``rate`` a second for ``seconds``, whatever the
-    pace of what serves them; each returns a status, or None for a dropped connection."""
-    latencies: dict[int, list[float]] = {}
-    errors = 0
-    rng = random.Random(0)  # the same arrival times for every server measured
-
-    async def timed_arrival(index: int) -> None:
-        nonlocal errors
-        started = time.perf_counter()
-        status = await arrival(index)
-        if status is None:
-            errors += 1
-        else:
-            latencies.setdefault(status, []).append(time.perf_counter() - started)
-
-    began = time.perf_counter()
-    tasks, index, due = [], 0, began
-    while due < began + seconds:
-        await asyncio.sleep(max(0.0, due - time.perf_counter()))
-        tasks.append(asyncio.ensure_future(timed_arrival(index)))
-        index += 1
-        due += rng.expovariate(rate)
-    await asyncio.gather(*tasks)
-    return LoadResult(time.perf_counter() - began, latencies, errors)
-
-
-async def open_loop(port: int, rate: float, texts: list[str], seconds: float) -> LoadResult:
-    """The server under Poisson arrivals. Each arrival takes a free keep-alive connection or opens
-    one, up to ``OPEN_LOOP_CONNECTIONS``; beyond that it waits for one, as a client's connection
-    pool does, and the wait counts in its latency (timed from its arrival)."""
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-    connections = asyncio.Semaphore(OPEN_LOOP_CONNECTIONS)
-
-    async def arrival(index: int) -> int | None:
-        request = _request_bytes(texts[index % len(texts)])
-        async with connections:
-            reader = writer = None
-            try:
-                if idle:  # a kept-alive connection the server may have closed after its idle timeout
-                    reader, writer = idle.pop()
-                    try:
-                        status = await _exchange(reader, writer, request)
-                    except (ConnectionResetError, asyncio.IncompleteReadError):
-                        writer.close()
-                        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                        status = await _exchange(reader, writer, request)
-                else:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                    status = await _exchange(reader, writer, request)
-            except (OSError, asyncio.IncompleteReadError, ValueError):
-                if writer is not None:
-                    writer.close()
-                return None
-            idle.append((reader, writer))
-            return status
-
-    result = await poisson_arrivals(rate, seconds, arrival)
-    for _, writer in idle:
-        writer.close()
-    return result
+PASSAGE_TOKENS = 40  # the big client's passages (benchmarks.traffic.mixed_phase)
 
 
 def open_loop_in_process(
@@ -240,7 +87,7 @@ def open_loop_in_process(
     embedder = batcher.embedder
 
     async def arrival(index: int) -> int:
-        job = Job(embedder.tokenize([texts[index % len(texts)]]), True)
+        job = Job(embedder.tokenize([texts[index % len(texts)]]))
         batcher.submit(job)  # the queue holds 512 texts: far more than these loads leave waiting
         await asyncio.wrap_future(job.future)
         return 200
@@ -312,9 +159,32 @@ def closed_beside_in_process(
     }
 
 
-def measure_precision(
-    folder: Path, provider: str, precision: str, texts: list[str], plan: ServePlan
+@dataclass(frozen=True)
+class Corpus:
+    """The texts every phase sends: short sentences, all distinct sentences, ~40-token passages."""
+
+    texts: list[str]
+    sentences: list[str]
+    passages: list[str]
+
+
+def measure_traffic(
+    folder: Path, provider: str, precision: str, corpus: Corpus, floor: float, plan: TrafficPlan
 ) -> dict[str, Any]:
+    """The real-traffic phases (benchmarks.traffic), each on servers of its own."""
+    args = ["--provider", provider, "--precision", precision]
+    log(f"[{precision}] real traffic: Zipf queries, a big client beside small ones, sparse requests")
+    return {
+        "zipf": zipf_phase(folder, args, corpus.sentences, plan),
+        "mixed": mixed_phase(folder, args, corpus.passages, corpus.texts, floor, plan),
+        "sparse": sparse_phase(folder, args, corpus.texts, plan),
+    }
+
+
+def measure_precision(
+    folder: Path, provider: str, precision: str, corpus: Corpus, plan: ServePlan
+) -> dict[str, Any]:
+    texts = corpus.texts
     from gist_onnx import Embedder
     from gist_onnx.serve.process import start_server
 
@@ -373,6 +243,8 @@ def measure_precision(
             "rate_per_s": rate,
             **open_loop_in_process(folder, provider, precision, rate, texts, seconds).summary(),
         }
+    floor = results["in_process"]["floor_texts_per_s"]
+    results["traffic"] = measure_traffic(folder, provider, precision, corpus, floor, plan.traffic)
     return results
 
 
@@ -439,6 +311,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{_statuses(o['statuses'])} | {o['errors']} | {rejected} | "
                 f"{s['rss_mib_idle']:.0f} → {o['rss_mib_after']:.0f} | {after_text} |"
             )
+    if all("traffic" in r for r in report["precisions"].values()):
+        lines += traffic_markdown(report)
     return "\n".join(lines) + "\n"
 
 
@@ -517,7 +391,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"exporting {', '.join(plan.precisions)}")
         quantize = "int8" if "int8" in plan.precisions else None
         export_model(str(model), folder, quantize=quantize, fp16="fp16" in plan.precisions, force=True)
-    texts = fixed_shuffle(load_stsb().sentences())[:1024]
+    sentences = load_stsb().sentences()
+    passages = workload_texts(
+        {"passages": Workload(2 * plan.traffic.big_texts, PASSAGE_TOKENS, ())},
+        sentences,
+        folder / "tokenizer.json",
+    )["passages"]
+    corpus = Corpus(fixed_shuffle(sentences)[:1024], fixed_shuffle(sentences), passages)
     report: dict[str, Any] = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": " ".join(["python -m benchmarks.serve", *(argv if argv is not None else sys.argv[1:])]),
@@ -528,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": "Random weights, GIST-Embedding-v0's "
         + ("config scaled down" if plan.tiny else "exact architecture"),
         "plan": asdict(plan),
-        "precisions": {p: measure_precision(folder, args.provider, p, texts, plan) for p in plan.precisions},
+        "precisions": {p: measure_precision(folder, args.provider, p, corpus, plan) for p in plan.precisions},
     }
     report["wall_s"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)

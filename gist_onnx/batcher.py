@@ -1,12 +1,15 @@
 """Micro-batching: one worker thread owns the session and runs whatever texts are waiting.
 
-Requests arrive tokenized (their token counts are exact) and their texts join a pool bounded by
-``max_queue`` texts. Whenever the worker is free it takes the run that holds the oldest waiting
-text (gist_onnx.planning.run_around_oldest): no timer, so a lone request starts at once; a busy
-worker batches by itself, each run of texts of similar length and the oldest always served next
-(no starvation). Texts that arrive meanwhile join the pool for the next run. A request's future
-is resolved as soon as its last text is computed; a cancelled request's waiting texts are
-dropped, not computed.
+Requests arrive tokenized (their token counts are exact) and wait as jobs. Whenever the worker is
+free it takes the next run (gist_onnx.planning.choose_run): no timer, so a lone request starts at
+once, and a busy worker batches by itself. Requests with the fewest texts left go first, so a
+request's wait depends on its own size, not on the size of those that came before it; a request
+larger than a slice is cut into slices, so a small one never waits behind more than one slice;
+and the oldest request leads a run whenever a few in a row passed it over, so none starves.
+Admission follows the same order: a request is refused (QueueFull) only if the texts that would be
+served before it, with its own, exceed ``max_queue``. A job's future gets its raw pooled vectors as
+soon as its last text is computed (normalizing is the caller's, per request); a cancelled job's
+waiting texts are dropped, not computed.
 
 Nothing here knows HTTP or asyncio: a server awaits ``asyncio.wrap_future(job.future)``.
 """
@@ -25,11 +28,14 @@ import numpy as np
 from tokenizers import Encoding
 
 from gist_onnx.embedder import Embedder
-from gist_onnx.planning import run_around_oldest
-from gist_onnx.pooling import normalize
+from gist_onnx.planning import Waiting, choose_run, longest_first
 
 log = logging.getLogger(__name__)
 WARM_UP_TEXTS = ["warm up", "a longer text to warm up the session " * 8]
+# A request whose remaining texts exceed this share of the token budget runs in slices of that
+# size, so that a text arriving meanwhile waits for one slice at most (docs/serving.md says what
+# it costs the big request).
+SLICE_OF_BUDGET = int(os.environ.get("GIST_SLICE", "8"))
 
 
 class QueueFull(Exception):
@@ -46,19 +52,23 @@ class NotAccepting(Exception):
 
 @dataclass(eq=False)
 class Job:
-    """One request's texts, where its vectors go, and how long it waited and ran."""
+    """One request's texts, where its raw pooled vectors go, and how long it waited and ran."""
 
     encodings: list[Encoding]
-    normalize: bool
     future: Future = field(default_factory=Future)  # (n, dim) float32 rows, or the run's error
     enqueued: float = field(default_factory=time.perf_counter)
     started: float | None = None  # when its first text's run began
     inference_seconds: float = 0.0  # the runs that computed its texts, added up
     rows: np.ndarray | None = field(default=None, repr=False)  # filled run by run
-    remaining: int = field(init=False)
+    remaining: int = field(init=False)  # texts not yet computed
+    lengths: list[int] = field(init=False, repr=False)  # each text's tokens
+    pending: list[int] = field(init=False, repr=False)  # texts not yet taken, longest first
+    passed_over: int = 0  # runs in a row that took none of its texts
 
     def __post_init__(self) -> None:
         self.remaining = len(self.encodings)
+        self.lengths = [len(e.ids) for e in self.encodings]  # once: .ids builds a list each time
+        self.pending = longest_first(self.lengths)
 
     @property
     def queue_seconds(self) -> float | None:
@@ -67,7 +77,7 @@ class Job:
 
     @property
     def tokens(self) -> int:
-        return sum(len(e.ids) for e in self.encodings)
+        return sum(self.lengths)
 
 
 @dataclass
@@ -81,13 +91,15 @@ class RunStats:
 
 
 class Batcher:
-    """The pool of waiting texts and the one thread that embeds them.
+    """The waiting requests and the one thread that embeds them.
 
     Args:
         load: builds the Embedder; called on the worker thread, which then warms it up. Its
             resolved ``info.max_batch_tokens`` caps every run.
-        max_queue: texts that may wait (those being computed do not count).
-        batching: False computes one request at a time (for measuring what batching buys).
+        max_queue: texts that may wait ahead of a request, its own included (those being
+            computed do not count); a request larger than that is taken when nothing waits.
+        batching: False computes one request at a time, oldest first (to measure what batching
+            buys).
         on_run: called on the worker thread with each run's RunStats (metrics).
     """
 
@@ -105,7 +117,7 @@ class Batcher:
         self.load_error: BaseException | None = None
         self._load = load
         self._on_run = on_run or (lambda stats: None)
-        self._pool: list[tuple[Job, int]] = []  # (request, index of its text), oldest first
+        self._jobs: list[Job] = []  # requests with texts not yet taken, oldest first
         self._busy = False
         self._stopping = False
         self._draining = False
@@ -133,37 +145,45 @@ class Batcher:
 
     @property
     def queued_inputs(self) -> int:
-        return len(self._pool)
+        """Texts waiting, not yet taken by a run."""
+        return sum(len(job.pending) for job in list(self._jobs))
 
     def idle(self) -> bool:
         """Nothing waiting and nothing being computed."""
         with self._lock:
-            return not self._pool and not self._busy
+            return not self._jobs and not self._busy
 
     def submit(self, job: Job) -> Job:
-        """Add a request's texts to the pool; QueueFull or NotAccepting if it cannot be taken now."""
+        """Queue a request's texts; QueueFull or NotAccepting if it cannot be taken now."""
         with self._lock:
             if not self.ready or self._stopping:
                 raise NotAccepting()
-            # An empty pool takes any request (the client batch limit bounds it), so a request
+            ahead = self._ahead(len(job.encodings))
+            # An empty queue takes any request (the client batch limit bounds it), so a request
             # larger than the queue is not refused forever.
-            if self._pool and len(self._pool) + len(job.encodings) > self.max_queue:
-                raise QueueFull(self._retry_after())
-            self._pool += [(job, index) for index in range(len(job.encodings))]
+            if ahead and ahead + len(job.encodings) > self.max_queue:
+                raise QueueFull(self._retry_after(ahead))
+            self._jobs.append(job)
             self._lock.notify()
         return job
 
     def full(self) -> bool:
-        """Whether the pool has no room at all: a cheap check before parsing a request."""
-        return len(self._pool) >= self.max_queue
-
-    def retry_after(self) -> float:
+        """Whether even a one-text request would be refused now: a cheap check before parsing."""
         with self._lock:
-            return self._retry_after()
+            return self._ahead(1) + 1 > self.max_queue
 
-    def _retry_after(self) -> float:
-        # The time to work through what waits, at the recent rate; at least a second.
-        return max(1.0, len(self._pool) / self._rate) if self._rate > 0 else 1.0
+    def retry_after(self, texts: int = 1) -> float:
+        """Seconds until a request of ``texts`` texts would likely be taken."""
+        with self._lock:
+            return self._retry_after(self._ahead(texts))
+
+    def _ahead(self, texts: int) -> int:
+        # Texts that would be served before a request of this size: those of requests no larger.
+        return sum(len(job.pending) for job in self._jobs if len(job.pending) <= texts)
+
+    def _retry_after(self, ahead: int) -> float:
+        # The time to work through what waits ahead, at the recent rate; at least a second.
+        return max(1.0, ahead / self._rate) if self._rate > 0 else 1.0
 
     def drain(self) -> None:
         """Refuse new requests from now on; texts waiting or running still finish."""
@@ -171,7 +191,7 @@ class Batcher:
             self._draining = True
 
     def stop(self) -> None:
-        """End the worker once the pool is empty."""
+        """End the worker once nothing waits."""
         with self._lock:
             self._stopping = True
             self._lock.notify()
@@ -197,26 +217,29 @@ class Batcher:
             self._compute(embedder, run)
 
     def _next_run(self, budget: int | None) -> list[tuple[Job, int]] | None:
-        """Wait for texts; take the run of similar lengths that holds the oldest one."""
+        """Wait for texts; take the next run (gist_onnx.planning.choose_run) out of the queue."""
         with self._lock:
             self._busy = False
             while True:
                 # A done future (cancelled by its caller, or failed) needs no more texts computed.
-                self._pool = [(job, i) for job, i in self._pool if not job.future.done()]
-                if self._pool:
+                self._jobs = [job for job in self._jobs if job.pending and not job.future.done()]
+                if self._jobs:
                     break
                 if self._stopping:
                     return None
                 self._lock.wait()
-            if self.batching:
-                candidates = list(range(len(self._pool)))
-            else:  # one request at a time: the oldest request's texts only
-                oldest = self._pool[0][0]
-                candidates = [k for k, (job, _) in enumerate(self._pool) if job is oldest]
-            lengths = [len(job.encodings[i].ids) for job, i in self._pool]
-            taken = set(run_around_oldest(candidates, lengths, budget))
-            chosen = [self._pool[k] for k in sorted(taken)]
-            self._pool = [item for k, item in enumerate(self._pool) if k not in taken]
+            jobs = self._jobs if self.batching else self._jobs[:1]
+            slice_tokens = budget // SLICE_OF_BUDGET if budget is not None and self.batching else None
+            views = [
+                Waiting([len(job.encodings[i].ids) for i in job.pending], job.passed_over) for job in jobs
+            ]
+            chosen = [(jobs[r], jobs[r].pending[k]) for r, k in choose_run(views, budget, slice_tokens)]
+            taken = {id(job) for job, _ in chosen}
+            for job in self._jobs:
+                job.passed_over = 0 if id(job) in taken else job.passed_over + 1
+            indices = {(id(job), i) for job, i in chosen}
+            for job in jobs:
+                job.pending = [i for i in job.pending if (id(job), i) not in indices]
             self._busy = True
             return chosen
 
@@ -227,12 +250,11 @@ class Batcher:
         for job in jobs:
             job.started = started if job.started is None else job.started
         try:
-            # Raw pooled vectors: each request normalizes its own rows as it asked.
             vectors = embedder.embed_run([job.encodings[i] for job, i in run])
         except Exception as exc:  # a failed run fails its requests, never the worker
             log.exception("a run of %d texts failed; its %d requests get the error", len(run), len(jobs))
             for job in jobs:
-                _fail(job, exc)  # its texts still waiting are then dropped from the pool
+                _fail(job, exc)  # its texts still waiting are then dropped
             return
         elapsed = time.perf_counter() - started
         for job in jobs:
@@ -243,10 +265,10 @@ class Batcher:
             job.rows[i] = vector
             job.remaining -= 1
             if job.remaining == 0:
-                _finish(job, normalize(job.rows) if job.normalize else job.rows)
+                _finish(job, job.rows)
         rate = len(run) / max(elapsed, 1e-9)
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
-        width = max(len(job.encodings[i].ids) for job, i in run)
+        width = max(job.lengths[i] for job, i in run)
         self._on_run(RunStats(len(run), width * len(run), first_runs, elapsed))
 
 

@@ -30,6 +30,31 @@ class Cached:
 
 
 @dataclass(frozen=True)
+class Lookup:
+    """A request's texts and what the cache held for them."""
+
+    texts: list[str]
+    found: list[Cached | None]
+
+    @property
+    def missing(self) -> list[str]:
+        """The texts to compute: each text the cache lacked, once, in order of appearance."""
+        return list(dict.fromkeys(t for t, entry in zip(self.texts, self.found) if entry is None))
+
+    def entries(self, computed: dict[str, Cached]) -> list[Cached]:
+        """Every text's entry, in order: from the cache, or from ``computed`` (the missing ones)."""
+        return [entry if entry is not None else computed[text] for text, entry in zip(self.texts, self.found)]
+
+
+def stack(entries: list[Cached], dim: int) -> np.ndarray:
+    """The entries' raw vectors as one (n, dim) float32 array, to normalize as a computed one."""
+    rows = np.empty((len(entries), dim), dtype=np.float32)
+    for row, entry in zip(rows, entries):
+        row[:] = entry.vector
+    return rows
+
+
+@dataclass(frozen=True)
 class CacheStats:
     hits: int
     misses: int
@@ -66,6 +91,10 @@ class VectorCache:
                     f"this cache holds vectors of graph {self.owner[:12]}…, not {owner[:12]}…: "
                     "use one cache per model and precision"
                 )
+
+    def lookup(self, texts: list[str]) -> Lookup:
+        """What the cache holds for these texts (hits become the most recently used)."""
+        return Lookup(list(texts), self.get_many(texts))
 
     def get_many(self, texts: list[str]) -> list[Cached | None]:
         """Each text's entry, or None; hits become the most recently used."""

@@ -22,6 +22,7 @@ from gist_onnx.options import (
     LOG_FORMATS,
     LOG_LEVELS,
     MAX_BATCH_TOKENS,
+    MAX_CLIENT_BATCH,
     OPTIMIZE_LEVELS,
     PRECISIONS,
     PROVIDERS,
@@ -49,6 +50,23 @@ def _positive_int(value: str) -> int:
         number = 0
     if number < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {value!r}")
+    return number
+
+
+def _non_negative_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not number >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {value!r}")
+    return number
+
+
+def _client_batch(value: str) -> int:
+    number = _positive_int(value)
+    if number > MAX_CLIENT_BATCH:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_CLIENT_BATCH}, got {value!r}")
     return number
 
 
@@ -300,12 +318,19 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_serve_limits(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--max-client-batch", type=_positive_int, default=64, help="texts per request (413 above)")
+    p.add_argument(
+        "--max-client-batch", type=_client_batch, default=64,
+        help=f"texts per request, at most {MAX_CLIENT_BATCH:,} (default: 64; 413 above)",
+    )  # fmt: skip
     p.add_argument("--max-queue", type=_positive_int, default=512, help="texts that may wait (429 above)")
     p.add_argument(
         "--max-batch-tokens", type=_token_budget, default="auto",
         help="padded tokens per session run (default: the device's, "
         + ", ".join(f"{n:,} on {device}" for device, n in MAX_BATCH_TOKENS.items()) + ")",
+    )  # fmt: skip
+    p.add_argument(
+        "--cache-mb", type=_non_negative_float, default=64,
+        help="the exact vector cache's size in MiB (default: 64, about 20,000 vectors of 768; 0: off)",
     )  # fmt: skip
     p.add_argument(
         "--max-body-bytes", type=_positive_int, default=2 * 2**20, help="request body limit (413 above)"
@@ -321,7 +346,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         max_client_batch=args.max_client_batch, max_queue=args.max_queue,
         max_batch_tokens=args.max_batch_tokens, max_body_bytes=args.max_body_bytes,
         auto_truncate=args.auto_truncate, served_model_name=args.served_model_name,
-        batching=not args.no_batching, threads=args.threads,
+        batching=not args.no_batching, threads=args.threads, cache_mb=args.cache_mb,
     )  # fmt: skip
     return serve(
         config, host=args.host, port=args.port, shutdown_timeout=args.shutdown_timeout,

@@ -16,6 +16,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Encoding
 
+from gist_onnx.cache import Cached, VectorCache, stack
 from gist_onnx.errors import ModelFolderError
 from gist_onnx.manifest import check_file, read_manifest
 from gist_onnx.planning import plan_runs
@@ -167,14 +168,18 @@ class Embedder:
         batch_size: int = 32,
         normalize_embeddings: bool | None = None,
         show_progress_bar: bool = False,
+        cache: VectorCache | None = None,
     ) -> np.ndarray:
         """Embed texts into a float32 array of shape (n, dim); a single str gives shape (dim,).
 
         ``normalize_embeddings=None`` follows the model's sentence-transformers config (GIST
-        normalizes); True or False overrides it.
+        normalizes); True or False overrides it. With a ``cache`` (gist_onnx.VectorCache), texts
+        it holds are not computed again, and their vectors are the very ones computed before.
         """
         if isinstance(sentences, str):
-            return self.encode([sentences], batch_size, normalize_embeddings)[0]
+            return self.encode([sentences], batch_size, normalize_embeddings, cache=cache)[0]
+        if cache is not None:
+            return self._encode_cached(list(sentences), batch_size, normalize_embeddings, cache)
         total = None
         if isinstance(sentences, Sequence):
             check_texts(sentences)  # a bad item fails before any work is done
@@ -211,6 +216,20 @@ class Embedder:
             check_texts(chunk, offset)
             yield self.embed_tokens(self._tokenize(chunk), batch_size, normalize_embeddings)
             offset += len(chunk)
+
+    def _encode_cached(
+        self, texts: list[str], batch_size: int, normalize_embeddings: bool | None, cache: VectorCache
+    ) -> np.ndarray:
+        check_texts(texts)
+        cache.bind(self.info.graph_sha256)
+        lookup = cache.lookup(texts)
+        missing = lookup.missing
+        encodings = self._tokenize(missing)
+        raw = self.embed_tokens(encodings, batch_size, normalize_embeddings=False)
+        computed = {t: Cached(v, len(e.ids), bool(e.overflowing)) for t, v, e in zip(missing, raw, encodings)}
+        cache.put_many(missing, list(computed.values()))
+        rows = stack(lookup.entries(computed), self.dim)
+        return normalize(rows) if self.info.normalizes(normalize_embeddings) else rows
 
     def truncated(self, texts: Sequence[str]) -> list[bool]:
         """For each text, whether it is longer than ``max_seq_length`` tokens and gets cut."""

@@ -20,6 +20,9 @@ QUANTIZE_PRESETS = ("portable", "auto", "avx2", "avx512", "avx512_vnni", "arm64"
 # and docs/gpu.md.
 MAX_BATCH_TOKENS = {"cpu": 512, "cuda": 16384}
 
+# The most texts one request to the server may carry (--max-client-batch goes up to it).
+MAX_CLIENT_BATCH = 2048
+
 # The server's log settings (gist-onnx serve --log-level, --log-format).
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")

@@ -1,17 +1,20 @@
 """Planning session runs: the one place that orders texts by length and cuts them into runs.
 
 A run's cost is its padded tokens (its texts x its longest) plus a fixed overhead. ``plan_runs``
-plans a whole batch for ``encode``; ``run_around_oldest`` picks the next run for the server's
-worker from whatever texts wait. Both return indices into the lengths they were given.
+plans a whole batch for ``encode``; ``choose_run`` picks the batcher's next run from the requests
+that wait, fairly, and ``run_around`` sizes a run around one text with the cost model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 # A session run's fixed cost in tokens' worth (streaming the weights once), calibrated on GIST
 # fp32 on a 2-core CPU; docs/serving.md gives the fit.
 RUN_OVERHEAD_TOKENS = 16
+# Runs in a row that may pass over the oldest waiting request before it leads one.
+PATIENCE = 4
 
 
 def longest_first(lengths: Sequence[int], candidates: Sequence[int] | None = None) -> list[int]:
@@ -41,25 +44,25 @@ def plan_runs(lengths: Sequence[int], batch_size: int | None, budget: int | None
     return runs
 
 
-def run_around_oldest(candidates: list[int], lengths: list[int], budget: int | None) -> list[int]:
-    """The run that holds candidate 0 (the oldest) and computes the most real tokens per unit of cost.
+def run_around(head: int, candidates: Sequence[int], lengths: Sequence[int], budget: int | None) -> list[int]:
+    """The run that holds text ``head`` and computes the most real tokens per unit of cost.
 
-    Among the windows of the length-sorted candidates that hold text 0 and fit ``budget`` padded
-    tokens, of every start and size, the best by that measure: so a run is as large as padding
-    allows, runs are of similar lengths, and the oldest text is always in the next one. ``budget``
-    only caps a run; the cost decides its size.
+    Among the windows of the length-sorted candidates that hold ``head`` and fit ``budget``
+    padded tokens, of every start and size, the best by that measure: so a run is as large as
+    padding allows and its texts are of similar lengths. ``budget`` only caps a run; the cost
+    decides its size. Ties in length keep the candidates' order.
     """
-    order = longest_first(lengths, candidates)
-    oldest = order.index(0)
-    best, best_score = [order[oldest]], -1.0
-    head = 0  # real tokens of order[start : oldest + 1], the part every window from start holds
-    for start in range(oldest, -1, -1):
+    order = sorted(candidates, key=lambda k: -lengths[k])  # stable: ties keep the candidates' order
+    at = order.index(head)
+    best, best_score = [order[at]], -1.0
+    held = 0  # real tokens of order[start : at + 1], the part every window from start holds
+    for start in range(at, -1, -1):
         width = lengths[order[start]]  # the window's longest text sets its padded width
         most = run_size(width, None, budget)
-        if oldest - start + 1 > most:
-            break  # windows starting further up cannot reach the oldest text
-        head += width
-        end, real = oldest + 1, head
+        if at - start + 1 > most:
+            break  # windows starting further up cannot reach the head
+        held += width
+        end, real = at + 1, held
         score = real / (width * (end - start) + RUN_OVERHEAD_TOKENS)
         # Texts come shortest last, so each one added is worth less than the one before: grow
         # the window while the next text still raises the score, then stop.
@@ -71,3 +74,53 @@ def run_around_oldest(candidates: list[int], lengths: list[int], budget: int | N
         if score > best_score:
             best, best_score = order[start:end], score
     return best
+
+
+def run_around_oldest(candidates: list[int], lengths: list[int], budget: int | None) -> list[int]:
+    """``run_around`` the oldest text, candidate 0."""
+    return run_around(0, candidates, lengths, budget)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A request as the scheduler sees it: the token lengths of its texts not yet taken, longest
+    first, and how many runs in a row have passed it over."""
+
+    lengths: Sequence[int]
+    passed_over: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return sum(self.lengths)
+
+
+def choose_run(
+    waiting: Sequence[Waiting], budget: int | None, slice_tokens: int | None, patience: int = PATIENCE
+) -> list[tuple[int, int]]:
+    """The next run, as (request, text) pairs; ``waiting`` is in arrival order, oldest first.
+
+    The run is built around one request's longest text: the request with the fewest texts left
+    (the oldest among equals), so a request waits for the requests smaller than it, not for the
+    ones that came first; but the oldest request once ``patience`` runs in a row passed it over,
+    so none starves. Other requests whose remaining work fits ``slice_tokens`` join when the cost
+    model says so. A request larger than that never joins another's run, and a run it leads
+    holds at most ``slice_tokens`` padded tokens, so a text that arrives meanwhile waits for at
+    most one slice. ``slice_tokens=None`` never slices: every run may take ``budget``.
+    """
+    if not waiting:
+        return []
+    lead = 0
+    if waiting[0].passed_over < patience:
+        lead = min(range(len(waiting)), key=lambda r: (len(waiting[r].lengths), r))
+    small = [r for r, w in enumerate(waiting) if slice_tokens is None or w.tokens <= slice_tokens]
+    big = slice_tokens is not None and waiting[lead].tokens > slice_tokens
+    cap = slice_tokens if big else budget
+    # The lead's texts in a run around its longest are a prefix of its list: no more than a run
+    # of its shortest could hold (so a request of thousands of texts costs little to consider).
+    lead_lengths = waiting[lead].lengths
+    prefix = run_size(lead_lengths[-1], None, cap) if lead_lengths else 0
+    pairs = [(lead, k) for k in range(min(len(lead_lengths), prefix))]
+    pairs += [(r, k) for r in small if r != lead for k in range(len(waiting[r].lengths))]
+    lengths = [waiting[r].lengths[k] for r, k in pairs]
+    chosen = run_around(0, range(len(pairs)), lengths, cap)
+    return sorted(pairs[i] for i in chosen)

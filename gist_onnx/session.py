@@ -44,6 +44,7 @@ class RuntimeInfo:
     device: str  # where the session runs: "cpu" or "cuda"
     providers: tuple[str, ...]  # ONNX Runtime's providers of the session, in order
     precision: str  # the graph loaded: "fp32", "int8" or "fp16"
+    graph_sha256: str  # that graph's checksum: what its vectors come from
     max_batch_tokens: int | None  # padded tokens per session run; None: no cap
     pooling: str  # "cls", "mean" or "max", from the model's sentence-transformers config
     normalize: bool  # the model's default: whether vectors are L2-normalized
@@ -164,6 +165,7 @@ def resolve(
         device=device,
         providers=tuple(session.get_providers()),
         precision=precision,
+        graph_sha256=graph.sha256,
         max_batch_tokens=token_budget(max_batch_tokens, device),
         pooling=manifest.pooling,
         normalize=manifest.normalize,

@@ -16,34 +16,53 @@ import numpy as np
 import pytest
 
 from gist_onnx import Embedder
-from gist_onnx.batcher import Batcher, Job, NotAccepting, QueueFull, RunStats
-from gist_onnx.planning import RUN_OVERHEAD_TOKENS, run_around_oldest
+from gist_onnx.batcher import SLICE_OF_BUDGET, Batcher, Job, NotAccepting, QueueFull, RunStats
+from gist_onnx.planning import PATIENCE, RUN_OVERHEAD_TOKENS, Waiting, choose_run, run_around_oldest
 
 pytestmark = pytest.mark.core
 WAIT = 30  # seconds: a bound on every wait, never reached when the code works
 
 
 class Gate:
-    """Holds the worker after each run until released; records every run's size."""
+    """Holds the worker after each run while closed; records every run's size."""
 
     def __init__(self) -> None:
         self.runs: list[RunStats] = []
-        self._open = threading.Event()
-        self._open.set()
-        self.held = threading.Event()
+        self._cond = threading.Condition()
+        self._passes: int | None = None  # None: open; else runs that may still pass before holding
+        self._holds = 0  # times the worker has been held
 
     def close(self) -> None:
-        self._open.clear()
+        with self._cond:
+            self._passes = 0
 
     def release(self) -> None:
-        self._open.set()
+        with self._cond:
+            self._passes = None
+            self._cond.notify_all()
+
+    def wait_held(self, holds: int = 1) -> None:
+        with self._cond:
+            assert self._cond.wait_for(lambda: self._holds >= holds, WAIT), "the worker never ran"
+
+    def step(self) -> None:
+        """Let the held worker do one more run, and wait until it is held after it."""
+        with self._cond:
+            target = self._holds + 1
+            self._passes = 1
+            self._cond.notify_all()
+            assert self._cond.wait_for(lambda: self._holds >= target, WAIT), "the worker never ran"
 
     def __call__(self, stats: RunStats) -> None:
-        self.runs.append(stats)
-        if not self._open.is_set():
-            self.held.set()
-            assert self._open.wait(WAIT)
-            self.held.clear()
+        with self._cond:
+            self.runs.append(stats)
+            if self._passes is None:
+                return
+            self._holds += 1
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._passes is None or self._passes > 0, WAIT)
+            if self._passes:
+                self._passes -= 1
 
 
 @pytest.fixture(scope="module")
@@ -76,18 +95,16 @@ def batcher(embedder: Embedder, gate: Gate) -> Iterator[Batcher]:
 def _hold_after_one_run(batcher: Batcher, embedder: Embedder, gate: Gate) -> Job:
     """Submit a one-text job and hold the worker once it has computed it."""
     gate.close()
-    first = batcher.submit(Job(embedder.tokenize(["the first request"]), True))
-    assert gate.held.wait(WAIT)
+    first = batcher.submit(Job(embedder.tokenize(["the first request"])))
+    gate.wait_held()
     return first
 
 
-def test_each_job_gets_its_own_vectors_normalized_as_it_asked(batcher: Batcher, embedder: Embedder) -> None:
+def test_each_job_gets_its_own_raw_vectors(batcher: Batcher, embedder: Embedder) -> None:
     texts = [f"request {i} is about " + "the " * (i * 7 % 40) for i in range(24)]
-    jobs = [
-        batcher.submit(Job(embedder.tokenize([t, t + " again"]), i % 2 == 0)) for i, t in enumerate(texts)
-    ]
-    for i, (job, text) in enumerate(zip(jobs, texts)):
-        expected = embedder.encode([text, text + " again"], normalize_embeddings=i % 2 == 0)
+    jobs = [batcher.submit(Job(embedder.tokenize([t, t + " again"]))) for t in texts]
+    for job, text in zip(jobs, texts):
+        expected = embedder.encode([text, text + " again"], normalize_embeddings=False)
         np.testing.assert_allclose(job.future.result(WAIT), expected, atol=1e-5)
         assert job.queue_seconds is not None and job.queue_seconds >= 0 and job.inference_seconds > 0
 
@@ -96,8 +113,8 @@ def test_the_oldest_waiting_text_is_always_in_the_next_run(
     batcher: Batcher, embedder: Embedder, gate: Gate
 ) -> None:
     _hold_after_one_run(batcher, embedder, gate)
-    oldest = batcher.submit(Job(embedder.tokenize(["the " * 200]), True))  # long: it pads alone
-    shorts = [batcher.submit(Job(embedder.tokenize([f"short {i}"]), True)) for i in range(40)]
+    oldest = batcher.submit(Job(embedder.tokenize(["the " * 200])))  # long: it pads alone
+    shorts = [batcher.submit(Job(embedder.tokenize([f"short {i}"]))) for i in range(40)]
     gate.runs.clear()
     gate.release()
     oldest.future.result(WAIT)
@@ -112,7 +129,7 @@ def test_batching_off_runs_one_request_at_a_time(embedder: Embedder, gate: Gate)
     batcher = _started(lambda: embedder, gate, batching=False)
     try:
         _hold_after_one_run(batcher, embedder, gate)
-        jobs = [batcher.submit(Job(embedder.tokenize(["a", "b", "c"]), True)) for _ in range(3)]
+        jobs = [batcher.submit(Job(embedder.tokenize(["a", "b", "c"]))) for _ in range(3)]
         gate.runs.clear()
         gate.release()
         for job in jobs:
@@ -124,8 +141,8 @@ def test_batching_off_runs_one_request_at_a_time(embedder: Embedder, gate: Gate)
 
 def test_a_cancelled_job_is_never_computed(batcher: Batcher, embedder: Embedder, gate: Gate) -> None:
     _hold_after_one_run(batcher, embedder, gate)
-    gone = batcher.submit(Job(embedder.tokenize(["nobody waits for me"] * 5), True))
-    kept = batcher.submit(Job(embedder.tokenize(["somebody waits"]), True))
+    gone = batcher.submit(Job(embedder.tokenize(["nobody waits for me"] * 5)))
+    kept = batcher.submit(Job(embedder.tokenize(["somebody waits"])))
     assert gone.future.cancel()
     gate.runs.clear()
     gate.release()
@@ -135,30 +152,73 @@ def test_a_cancelled_job_is_never_computed(batcher: Batcher, embedder: Embedder,
         gone.future.result(0)
 
 
-def test_a_full_queue_refuses_with_a_retry_estimate(embedder: Embedder, gate: Gate) -> None:
+def test_admission_counts_only_the_texts_served_before_a_request(embedder: Embedder, gate: Gate) -> None:
     batcher = _started(lambda: embedder, gate, max_queue=4)
     try:
         _hold_after_one_run(batcher, embedder, gate)
-        batcher.submit(Job(embedder.tokenize(["one", "two", "three"]), True))
-        with pytest.raises(QueueFull) as refused:
-            batcher.submit(Job(embedder.tokenize(["four", "five"]), True))
-        assert refused.value.retry_after >= 1 and batcher.full() is False
-        batcher.submit(Job(embedder.tokenize(["four"]), True))  # exactly full is fine
-        assert batcher.full() and batcher.queued_inputs == 4
+        batcher.submit(Job(embedder.tokenize(["one", "two", "three"])))
+        with pytest.raises(QueueFull) as refused:  # as large: it would wait behind those 3
+            batcher.submit(Job(embedder.tokenize(["four", "five", "six"])))
+        assert refused.value.retry_after >= 1
+        singles = [batcher.submit(Job(embedder.tokenize([f"single {i}"]))) for i in range(4)]
+        assert not batcher.full() or batcher.queued_inputs == 7  # the 3-text one does not block them
+        with pytest.raises(QueueFull):  # four single texts ahead of a fifth: full for its size
+            batcher.submit(Job(embedder.tokenize(["one too many"])))
+        assert batcher.full() and batcher.queued_inputs == 7
+        gate.release()
+        for job in singles:
+            job.future.result(WAIT)
     finally:
         gate.release()
         batcher.stop()
+
+
+def test_a_small_request_does_not_wait_behind_a_big_one(
+    batcher: Batcher, embedder: Embedder, gate: Gate
+) -> None:
+    _hold_after_one_run(batcher, embedder, gate)
+    big = batcher.submit(Job(embedder.tokenize([f"passage {i} " + "the " * 20 for i in range(30)])))
+    small = batcher.submit(Job(embedder.tokenize(["a quick question"])))
+    gate.runs.clear()
+    gate.release()
+    small.future.result(WAIT)
+    big.future.result(WAIT)
+    assert small.started < big.started  # it came second and went first
+    assert gate.runs[0].inputs == 1  # alone: the big request's texts do not join a small one's run
+    # While another request waited, the big one ran in slices of a quarter of the budget.
+    budget = embedder.info.max_batch_tokens
+    assert max(run.tokens for run in gate.runs[1:3]) <= budget // SLICE_OF_BUDGET
+
+
+def test_a_big_request_is_never_starved_by_a_stream_of_small_ones(
+    batcher: Batcher, embedder: Embedder, gate: Gate
+) -> None:
+    _hold_after_one_run(batcher, embedder, gate)
+    big = batcher.submit(Job(embedder.tokenize([f"passage {i} " + "the " * 20 for i in range(12)])))
+    smalls = []
+    runs = 0
+    while not big.future.done() and runs < 60:  # two new single texts before every run
+        smalls += [batcher.submit(Job(embedder.tokenize([f"query {len(smalls) + k}"]))) for k in range(2)]
+        gate.step()
+        runs += 1
+    assert big.future.done(), f"{runs} runs passed and the big request was not finished"
+    # The oldest request leads at least one run in every PATIENCE + 1, each a slice of its texts.
+    per_slice = max(1, embedder.info.max_batch_tokens // SLICE_OF_BUDGET // max(big.lengths))
+    assert runs <= (PATIENCE + 1) * -(-12 // per_slice) + 1
+    gate.release()
+    for job in smalls:
+        job.future.result(WAIT)
 
 
 def test_drain_refuses_new_work_and_finishes_what_was_accepted(
     batcher: Batcher, embedder: Embedder, gate: Gate
 ) -> None:
     _hold_after_one_run(batcher, embedder, gate)
-    accepted = [batcher.submit(Job(embedder.tokenize([f"accepted {i}"]), True)) for i in range(6)]
+    accepted = [batcher.submit(Job(embedder.tokenize([f"accepted {i}"]))) for i in range(6)]
     batcher.drain()
     assert not batcher.ready and batcher.draining
     with pytest.raises(NotAccepting):
-        batcher.submit(Job(embedder.tokenize(["too late"]), True))
+        batcher.submit(Job(embedder.tokenize(["too late"])))
     gate.release()
     for job in accepted:
         assert job.future.result(WAIT).shape == (1, embedder.dim)
@@ -174,8 +234,8 @@ def test_a_failing_run_fails_its_requests_only_and_is_logged(
     batcher = _started(lambda: embedder, gate)
     try:
         _hold_after_one_run(batcher, embedder, gate)
-        doomed = batcher.submit(Job(embedder.tokenize(["the " * 700, "and a short one"]), True))
-        fine = batcher.submit(Job(embedder.tokenize(["a short request"]), True))
+        doomed = batcher.submit(Job(embedder.tokenize(["the " * 700, "and a short one"])))
+        fine = batcher.submit(Job(embedder.tokenize(["a short request"])))
         with caplog.at_level(logging.ERROR, logger="gist_onnx.batcher"):
             gate.release()
             with pytest.raises(Exception, match="Non-zero status code"):  # ONNX Runtime's own error
@@ -183,7 +243,7 @@ def test_a_failing_run_fails_its_requests_only_and_is_logged(
             assert fine.future.result(WAIT).shape == (1, embedder.dim)
         failed = [r for r in caplog.records if "failed" in r.getMessage()]
         assert failed and failed[0].exc_info is not None  # the traceback is in the log
-        again = batcher.submit(Job(embedder.tokenize(["the worker lives on"]), True))
+        again = batcher.submit(Job(embedder.tokenize(["the worker lives on"])))
         assert again.future.result(WAIT).shape == (1, embedder.dim)
     finally:
         batcher.stop()
@@ -195,7 +255,7 @@ def test_a_model_that_fails_to_load_is_reported(tmp_path: Path, gate: Gate) -> N
     assert not batcher.wait_ready(WAIT)
     assert "manifest.json: is missing" in str(batcher.load_error) and not batcher.ready
     with pytest.raises(NotAccepting):
-        batcher.submit(Job([], True))
+        batcher.submit(Job([]))
 
 
 # -- the choice of run, as pure functions -------------------------------------------------------
@@ -221,3 +281,26 @@ def test_a_run_stops_growing_where_padding_costs_more_than_another_run() -> None
     assert sorted(run_around_oldest(list(range(20)), [5] * 20, budget=512)) == list(range(20))
     # Texts of the oldest's length join it up to the budget, whatever shorter ones wait.
     assert len(run_around_oldest(list(range(40)), [16] * 30 + [4] * 10, budget=256)) == 16
+
+
+def test_the_run_is_led_by_the_request_with_fewest_texts_left() -> None:
+    waiting = [Waiting([40] * 30), Waiting([12]), Waiting([14, 13])]  # arrival order
+    run = choose_run(waiting, budget=512, slice_tokens=128)
+    assert (1, 0) in run and all(r != 0 for r, _ in run)  # the big one does not join
+    assert choose_run([Waiting([12]), Waiting([12])], 512, 128)[0] == (0, 0)  # equals: oldest first
+
+
+def test_a_big_lead_runs_a_slice() -> None:
+    big = Waiting([40] * 30)
+    sliced = choose_run([big], budget=512, slice_tokens=128)
+    assert len(sliced) == 3 and all(r == 0 for r, _ in sliced)  # 3 x 40 padded tokens <= 128
+    assert len(choose_run([big], budget=512, slice_tokens=None)) == 12  # unsliced: the whole budget
+    assert choose_run([Waiting([300, 40])], 512, 128) == [(0, 0)]  # a text over the slice: alone
+
+
+def test_the_oldest_leads_once_it_has_been_passed_over_patience_times() -> None:
+    waiting = [Waiting([40] * 30, passed_over=PATIENCE), Waiting([12])]
+    run = choose_run(waiting, budget=512, slice_tokens=128)
+    assert (0, 0) in run and sum(40 for r, _ in run if r == 0) <= 128
+    waiting = [Waiting([40] * 30, passed_over=PATIENCE - 1), Waiting([12])]
+    assert choose_run(waiting, budget=512, slice_tokens=128) == [(1, 0)]

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gist_onnx import Embedder, ModelFolderError, ProviderError, RuntimeInfo
+from gist_onnx import Embedder, ModelFolderError, ProviderError, RuntimeInfo, VectorCache
 from gist_onnx.options import MAX_BATCH_TOKENS
 from gist_onnx.planning import plan_runs
 from gist_onnx.pooling import normalize
@@ -198,3 +198,35 @@ def test_token_budget_splits_runs_without_changing_vectors(core_model: Path) -> 
     np.testing.assert_allclose(
         capped.encode(texts, batch_size=4), uncapped.encode(texts, batch_size=4), atol=1e-5
     )
+
+
+def test_encode_with_a_cache_returns_the_very_vectors_computed_before(
+    embedder: Embedder, core_model: Path
+) -> None:
+    cache = VectorCache(max_bytes=2**20)
+    first = embedder.encode(TEXTS[:5], cache=cache)
+    again = embedder.encode([TEXTS[3], "something new", TEXTS[0]], cache=cache)
+    assert np.array_equal(again[0], first[3]) and np.array_equal(again[2], first[0])
+    np.testing.assert_allclose(again[1], embedder.encode("something new"), atol=1e-6)
+    raw = embedder.encode(
+        TEXTS[:2], normalize_embeddings=False, cache=cache
+    )  # stored raw, normalized per call
+    np.testing.assert_allclose(normalize(raw), first[:2], atol=1e-7)
+    stats = cache.stats()
+    assert (stats.hits, stats.misses, stats.entries) == (4, 6, 6)
+    with pytest.raises(ValueError, match="one cache per model and precision"):
+        Embedder(core_model, precision="int8").encode("x", cache=cache)
+
+
+def test_the_cache_stays_within_its_bytes(embedder: Embedder) -> None:
+    one = embedder.dim * 4 + 400  # a vector, its text and the bookkeeping, roughly
+    cache = VectorCache(max_bytes=3 * one)
+    embedder.encode([f"text {i}" for i in range(10)], cache=cache)
+    stats = cache.stats()
+    assert stats.bytes <= 3 * one and stats.entries == 3 and stats.evictions == 7
+    embedder.encode(["text 9"], cache=cache)  # the most recent survived
+    assert cache.stats().hits == 1
+    assert VectorCache(0).stats().max_bytes == 0
+    off = VectorCache(0)
+    embedder.encode(["a", "b"], cache=off)
+    assert off.stats().entries == 0

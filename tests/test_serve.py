@@ -222,12 +222,13 @@ def test_64_concurrent_clients_each_get_their_own_vector(server: Server, referen
 
 def test_a_full_queue_answers_429_at_once_with_retry_after(tiny_export: Path) -> None:
     busy = start_server(tiny_export, "--max-queue", "8", "--max-client-batch", "8")
-    long_texts = ["a long text about many things " * 20] * 8
     try:
 
-        def call(_: int) -> httpx.Response:
+        def call(i: int) -> httpx.Response:
+            # Distinct texts: the vector cache must not answer them.
+            texts = [f"request {i}, text {k}: " + "a long text about many things " * 20 for k in range(8)]
             with busy.client() as client:
-                return client.post("/embed", json={"inputs": long_texts, "truncate": True})
+                return client.post("/embed", json={"inputs": texts, "truncate": True})
 
         with ThreadPoolExecutor(32) as pool:
             responses = list(pool.map(call, range(64)))
@@ -284,9 +285,12 @@ def test_readiness_turns_503_while_draining(tiny_export: Path) -> None:
     draining = start_server(tiny_export, "--shutdown-timeout", "20")
     try:
         with draining.client() as client, ThreadPoolExecutor(8) as pending:
-            # Keep the worker busy, with work queued behind it, so that the drain can be seen.
-            big = {"inputs": ["a long text " * 200] * 64, "truncate": True}
-            jobs = [pending.submit(client.post, "/embed", json=big) for _ in range(8)]
+            # Keep the worker busy, with work queued behind it, so that the drain can be seen;
+            # distinct texts, so that the vector cache answers none of them.
+            def big(i: int) -> dict:
+                return {"inputs": [f"{i}.{k} " + "a long text " * 200 for k in range(64)], "truncate": True}
+
+            jobs = [pending.submit(client.post, "/embed", json=big(i)) for i in range(8)]
             deadline = time.monotonic() + 20
             while (queued := _queued_inputs(client)) < 128 and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -342,6 +346,87 @@ def test_a_text_log_line_per_request(server: Server) -> None:
     assert ok and "tokens=" in ok[-1] and "queue_ms=" in ok[-1] and "inference_ms=" in ok[-1]
     assert any("POST /v1/embeddings 400" in line for line in lines)
     assert not any("uvicorn.access" in line for line in server.running.log_text().splitlines())
+
+
+def _base64_vectors(client: httpx.Client, texts: list[str]) -> np.ndarray:
+    """The server's vectors exactly, as the float32 bytes it sent."""
+    response = client.post("/v1/embeddings", json={"input": texts, "encoding_format": "base64"})
+    assert response.status_code == 200, response.text
+    return np.stack(
+        [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in response.json()["data"]]
+    )
+
+
+def _metric(client: httpx.Client, name: str) -> float:
+    lines = client.get("/metrics").text.splitlines()
+    return float(next(line.split()[1] for line in lines if line.startswith(name + " ")))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_a_cached_vector_is_bit_identical_to_the_computed_one(tiny_export: Path, precision: str) -> None:
+    cached = start_server(tiny_export, "--precision", precision)
+    uncached = start_server(tiny_export, "--precision", precision, "--cache-mb", "0")
+    try:
+        with cached.client() as client, uncached.client() as plain:
+            alone = _base64_vectors(client, ["the query"])  # computed alone
+            inside = _base64_vectors(client, ["first", "the query", "a much longer text " * 30])
+            assert np.array_equal(inside[1], alone[0])  # answered from the cache, inside a batch
+            mixed = _base64_vectors(client, ["x", "another text", "y"])  # computed inside a batch
+            assert np.array_equal(_base64_vectors(client, ["another text"])[0], mixed[1])
+            assert _metric(client, "gist_onnx_cache_hits_total") == 2
+            assert _metric(client, "gist_onnx_cache_misses_total") == 6
+            assert (
+                _metric(client, "gist_onnx_cache_entries") == 6
+                and _metric(client, "gist_onnx_cache_bytes") > 0
+            )
+            raw = client.post("/embed", json={"inputs": "the query", "normalize": False}).json()[0]
+            assert raw == pytest.approx(
+                plain.post("/embed", json={"inputs": "the query", "normalize": False}).json()[0], abs=0
+            )  # the raw vector from the cache, normalized per request only
+            assert np.array_equal(_base64_vectors(plain, ["the query"]), alone)  # same as no cache
+            assert client.get("/info").json()["cache"]["max_bytes"] == 64 * 2**20
+            assert plain.get("/info").json()["cache"]["max_bytes"] == 0
+            assert _metric(plain, "gist_onnx_cache_hits_total") == 0
+    finally:
+        stop_server(cached)
+        stop_server(uncached)
+
+
+def test_a_cached_text_too_long_for_a_request_that_forbids_truncation_is_still_413(server: Server) -> None:
+    long = "truncate me " * 300
+    with server.client() as client:
+        assert client.post("/embed", json={"inputs": long, "truncate": True}).status_code == 200
+        refused = client.post("/embed", json={"inputs": ["fine", long]})
+    assert refused.status_code == 413 and "text 1 is longer" in refused.json()["error"]["message"]
+
+
+def test_a_2048_text_request_while_small_ones_are_answered_first(tiny_export: Path) -> None:
+    big_server = start_server(tiny_export, "--max-client-batch", "2048", "--max-queue", "64")
+    passages = [f"passage {i} about " + "many things " * (10 + i % 7) for i in range(2048)]
+    try:
+        with ThreadPoolExecutor(5) as pool, big_server.client(timeout=120) as client:
+            big = pool.submit(client.post, "/embed", json={"inputs": passages})
+            deadline = time.monotonic() + 30
+            while _queued_inputs(client) < 100 and not big.done() and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+            def singles(worker: int) -> list[tuple[int, float]]:
+                answered = []
+                with big_server.client() as own:
+                    for i in range(10):
+                        response = own.post("/embed", json={"inputs": f"worker {worker} asks question {i}"})
+                        answered.append((response.status_code, time.monotonic()))
+                return answered
+
+            small = [pool.submit(singles, w) for w in range(4)]
+            small_results = [r for f in small for r in f.result()]
+            big_response = big.result()
+            big_done = time.monotonic()
+        assert big_response.status_code == 200 and len(big_response.json()) == 2048
+        assert {status for status, _ in small_results} == {200}  # none refused behind the big one
+        assert max(at for _, at in small_results) < big_done  # and all answered before it finished
+    finally:
+        stop_server(big_server)
 
 
 def test_serve_is_not_imported_by_the_runtime() -> None:

@@ -98,8 +98,8 @@ def embed_dataset(
         raise DatasetError(f"engine must be one of {ENGINES}, got {engine!r}")
     started = time.perf_counter()
     model_dir, output = Path(model_dir), Path(output)
-    resolved = resolve_runtime(model_dir, provider, precision)
-    shards = plan_shards(expand_inputs(inputs), rows_per_shard, resolved.graph_sha256)
+    info = resolve_runtime(model_dir, provider, precision)
+    shards = plan_shards(expand_inputs(inputs), rows_per_shard, info.graph_sha256)
     _refuse_foreign_shards(output, shards)
     (output / SUCCESS).unlink(missing_ok=True)  # whatever happens next, the old success is stale
     for temporary in leftovers(output):
@@ -107,7 +107,6 @@ def embed_dataset(
 
     todo = [shard for shard in shards if finished(shard, output) is None]
     workers, threads = workers_and_threads(workers, threads_per_worker)
-    info = resolved.info
     spec = WorkSpec(
         str(model_dir.resolve()), str(output.resolve()), text_column, id_column, info.precision,
         info.device, threads, batch_size, strict,
@@ -117,7 +116,7 @@ def embed_dataset(
     bad = [row for shard in shards for row in checked[shard.id].bad]
     written = sum(result.written for result in checked.values())
     rows = sum(shard.rows for shard in shards)
-    document = _job_manifest(resolved, spec, shards, checked)
+    document = _job_manifest(info, spec, shards, checked)
     (output / MANIFEST).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     (output / SUCCESS).write_text("", encoding="utf-8")  # last: the job is complete
     _report_bad_rows(bad)
@@ -126,16 +125,15 @@ def embed_dataset(
 
 
 def _job_manifest(
-    resolved: ResolvedModel, spec: WorkSpec, shards: list[Shard], checked: dict[str, ShardResult]
+    info: RuntimeInfo, spec: WorkSpec, shards: list[Shard], checked: dict[str, ShardResult]
 ) -> dict:
     """What ``_manifest.json`` says: the model as resolved, the columns, every shard and its rows."""
-    info = resolved.info
     return {
         "model": info.source_model,
         "model_dir": spec.model_dir,
         "precision": info.precision,
         "device": info.device,
-        "graph_sha256": resolved.graph_sha256,
+        "graph_sha256": info.graph_sha256,
         "dim": info.dim,
         "text_column": spec.text_column,
         "id_column": spec.id_column or "id",
@@ -184,20 +182,10 @@ def _report_bad_rows(bad: list[tuple[str, str]]) -> None:
         print(f"{len(bad)} bad rows left out: {shown}{more}", file=sys.stderr)
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    """The runtime a job's workers will run, and the checksum of its graph (part of shard ids)."""
-
-    info: RuntimeInfo
-    graph_sha256: str
-
-
-def resolve_runtime(model_dir: Path, provider: str, precision: str) -> ResolvedModel:
+def resolve_runtime(model_dir: Path, provider: str, precision: str) -> RuntimeInfo:
     """Open the model once, as a worker will, to learn the device and graph it really gets."""
     # The workers verify the checksums; here only what the session resolves matters.
-    embedder = Embedder(model_dir, provider=provider, precision=precision, threads=1, verify_checksums=False)
-    sha = embedder.manifest.graphs[embedder.info.precision].sha256
-    return ResolvedModel(embedder.info, sha)
+    return Embedder(model_dir, provider=provider, precision=precision, threads=1, verify_checksums=False).info
 
 
 def _refuse_foreign_shards(output: Path, shards: list[Shard]) -> None:

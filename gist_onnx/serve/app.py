@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,16 +28,22 @@ from starlette.routing import Route
 from tokenizers import Encoding
 
 from gist_onnx.batcher import Batcher, Job, NotAccepting, QueueFull
+from gist_onnx.cache import Cached, VectorCache, stack
 from gist_onnx.embedder import Embedder
+from gist_onnx.pooling import normalize
 from gist_onnx.serve.logs import log_request
 from gist_onnx.serve.metrics import Metrics
-from gist_onnx.serve.protocol import ApiError, EmbedRequest, openai_response, parse_openai, parse_tei
+from gist_onnx.serve.protocol import ApiError, openai_response, parse_openai, parse_tei
 from gist_onnx.session import TokenBudget
 
 log = logging.getLogger("gist_onnx.serve")
-# Threads that tokenize requests, so the event loop only parses and answers. Two: the Rust
+# Threads that tokenize large requests, so the event loop only parses and answers. Two: the Rust
 # tokenizer releases the GIL, and more would only compete with the session for the cores.
 TOKENIZER_THREADS = 2
+# Requests of at most this many characters are tokenized on the event loop, where a short text
+# costs less than the hand-off to a thread and back; larger ones on the threads (docs/serving.md
+# gives the measurements).
+INLINE_TOKENIZE_CHARS = 2048
 
 
 @dataclass(frozen=True)
@@ -55,12 +62,17 @@ class ServeConfig:
     served_model_name: str | None = None
     batching: bool = True
     threads: int | None = None
+    cache_mb: float = 64  # the vector cache's size; 0 turns it off
 
     def load(self) -> Embedder:
         """The Embedder these settings describe; its session's token budget caps the worker's runs."""
+        options = ort.SessionOptions()
+        # ONNX Runtime's threads spin for a while after each run, waiting for the next one: an
+        # idle server would burn its cores between requests (docs/serving.md, "Idle").
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         return Embedder(
             self.model_dir, provider=self.provider, precision=self.precision, threads=self.threads,
-            max_batch_tokens=self.max_batch_tokens,
+            max_batch_tokens=self.max_batch_tokens, session_options=options,
         )  # fmt: skip
 
 
@@ -69,7 +81,8 @@ class EmbeddingService:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.cache = VectorCache(int(config.cache_mb * 2**20))
+        self.metrics = Metrics(self.cache)
         self.in_flight = 0
         self.batcher = Batcher(
             config.load, max_queue=config.max_queue, batching=config.batching, on_run=self.metrics.observe_run
@@ -117,11 +130,13 @@ class EmbeddingService:
         del resolved["model_dir"]  # nothing in a response names a file
         limits = {k: v for k, v in asdict(self.config).items() if k.startswith("max_")}
         limits["max_batch_tokens"] = embedder.info.max_batch_tokens
+        cache = self.cache.stats()
         return _json(
             {
                 "model": self.model_name,
                 **resolved,
                 "provider": embedder.info.providers[0],
+                "cache": {"max_bytes": cache.max_bytes, "bytes": cache.bytes, "entries": cache.entries},
                 "limits": {
                     **limits,
                     "auto_truncate": self.config.auto_truncate,
@@ -153,25 +168,54 @@ class EmbeddingService:
             parsed = parse_openai(body, embedder.dim, self.config.max_client_batch)
         else:
             parsed = parse_tei(body, self.config.max_client_batch)
-        encodings = await asyncio.get_running_loop().run_in_executor(
-            self._tokenizers, self._tokenize, embedder, parsed
-        )
-        job = Job(encodings, embedder.info.normalizes(parsed.normalize))
+        truncate = self.config.auto_truncate if parsed.truncate is None else parsed.truncate
+        self.cache.bind(embedder.info.graph_sha256)
+        lookup = self.cache.lookup(parsed.texts)
+        for index, entry in enumerate(lookup.found):
+            if entry is not None and entry.truncated and not truncate:
+                raise _too_long(index, embedder)
+        computed = await self._compute(request, embedder, lookup.missing, truncate, parsed.texts)
+        if computed is None:
+            return Response(status_code=499)  # nobody is listening; for the log only
+        entries = lookup.entries(computed)
+        rows = stack(entries, embedder.dim)
+        vectors = normalize(rows) if embedder.info.normalizes(parsed.normalize) else rows
+        tokens = sum(entry.tokens for entry in entries)
+        self.metrics.inputs.inc(len(entries))
+        self.metrics.tokens.inc(tokens)
+        if route == "openai":
+            return _json(openai_response(vectors, self.model_name, tokens, parsed.base64))
+        return _json(vectors)
+
+    async def _compute(
+        self, request: Request, embedder: Embedder, texts: list[str], truncate: bool, asked: list[str]
+    ) -> dict[str, Cached] | None:
+        """The texts the cache lacked, computed by the batcher and kept in the cache; None if the
+        client left first. ``asked`` is the whole request, for the index an error names."""
+        if not texts:
+            return {}
+        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+            encodings = self._tokenize(embedder, texts, truncate, asked)
+        else:
+            encodings = await asyncio.get_running_loop().run_in_executor(
+                self._tokenizers, self._tokenize, embedder, texts, truncate, asked
+            )
+        job = Job(encodings)
         request.state.job = job  # for the request's log line
         try:
-            batcher.submit(job)
+            self.batcher.submit(job)
         except QueueFull as full:
             raise self._queue_full(full.retry_after) from None
         except NotAccepting:
             raise ApiError(503, "the server is shutting down", "unavailable", "server_error") from None
-        vectors = await _wait_unless_gone(request, job)
-        if vectors is None:
-            return Response(status_code=499)  # nobody is listening; for the log only
-        self.metrics.inputs.inc(len(encodings))
-        self.metrics.tokens.inc(job.tokens)
-        if route == "openai":
-            return _json(openai_response(vectors, self.model_name, job.tokens, parsed.base64))
-        return _json(vectors)
+        rows = await _wait_unless_gone(request, job)
+        if rows is None:
+            return None
+        computed = {
+            t: Cached(row, len(e.ids), bool(e.overflowing)) for t, row, e in zip(texts, rows, encodings)
+        }
+        self.cache.put_many(texts, list(computed.values()))
+        return computed
 
     def _authorize(self, request: Request) -> None:
         key = self.config.api_key
@@ -204,22 +248,19 @@ class EmbeddingService:
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, f"the body is not valid JSON: {exc}", "invalid_json") from None
 
-    def _tokenize(self, embedder: Embedder, parsed: EmbedRequest) -> list[Encoding]:
-        """On a tokenizer thread: the request's encodings, or the ApiError a client must see."""
+    def _tokenize(
+        self, embedder: Embedder, texts: list[str], truncate: bool, asked: list[str]
+    ) -> list[Encoding]:
+        """The texts' encodings, or the ApiError a client must see (on a tokenizer thread when
+        the texts are long); an error names the text's index in the request, ``asked``."""
         try:
-            encodings = embedder.tokenize(parsed.texts)
-        except ValueError as exc:  # a lone surrogate: named by index
-            raise ApiError(400, str(exc), "invalid_text") from None
-        truncate = self.config.auto_truncate if parsed.truncate is None else parsed.truncate
+            encodings = embedder.tokenize(texts)
+        except ValueError as exc:  # a lone surrogate
+            raise ApiError(400, _renumbered(str(exc), texts, asked), "invalid_text") from None
         if not truncate:
-            for index, encoding in enumerate(encodings):
+            for text, encoding in zip(texts, encodings):
                 if encoding.overflowing:
-                    raise ApiError(
-                        413,
-                        f"text {index} is longer than the model's {embedder.max_seq_length} tokens; "
-                        "shorten it, or ask for truncation ('truncate': true, or serve with --auto-truncate)",
-                        "input_too_long",
-                    )
+                    raise _too_long(asked.index(text), embedder)
         return encodings
 
     def _queue_full(self, retry_after: float) -> ApiError:
@@ -251,6 +292,24 @@ async def _disconnected(request: Request) -> None:
     # The body has been read, so the next ASGI message is the disconnect, whenever it comes.
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+def _too_long(index: int, embedder: Embedder) -> ApiError:
+    return ApiError(
+        413,
+        f"text {index} is longer than the model's {embedder.max_seq_length} tokens; "
+        "shorten it, or ask for truncation ('truncate': true, or serve with --auto-truncate)",
+        "input_too_long",
+    )
+
+
+def _renumbered(message: str, texts: list[str], asked: list[str]) -> str:
+    """The tokenizer's "text N ..." error, N counted in the whole request rather than its misses."""
+    head, _, rest = message.partition(" ")
+    number, _, tail = rest.partition(" ")
+    if head != "text" or not number.isdigit():
+        return message
+    return f"text {asked.index(texts[int(number)])} {tail}"
 
 
 def _json(content: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 from gist_onnx.batcher import RunStats
+from gist_onnx.cache import VectorCache
 
 # Seconds from a millisecond (an idle server) to a minute (a long queue on a CPU).
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-class Metrics:
-    """Requests by route and status, inputs and tokens, the queue, and each run's size and time."""
+class CacheCollector(Collector):
+    """The vector cache's counters, read from the cache at each scrape."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: VectorCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.cache.stats()
+        for name, value, about in (
+            ("hits", stats.hits, "Texts answered from the vector cache"),
+            ("misses", stats.misses, "Texts the vector cache did not hold"),
+            ("evictions", stats.evictions, "Vectors dropped from the cache to stay within its size"),
+        ):
+            yield CounterMetricFamily(f"gist_onnx_cache_{name}", about, value=value)
+        yield GaugeMetricFamily("gist_onnx_cache_bytes", "Bytes the vector cache holds", value=stats.bytes)
+        yield GaugeMetricFamily("gist_onnx_cache_entries", "Vectors the cache holds", value=stats.entries)
+        yield GaugeMetricFamily("gist_onnx_cache_max_bytes", "The vector cache's size", value=stats.max_bytes)
+
+
+class Metrics:
+    """Requests by route and status, inputs and tokens, the queue, each run's size and time, and
+    the vector cache."""
+
+    def __init__(self, cache: VectorCache) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        r.register(CacheCollector(cache))
         self.requests = Counter("gist_onnx_requests", "HTTP requests", ["route", "status"], registry=r)
         self.request_seconds = Histogram(
             "gist_onnx_request_seconds", "Time to answer a request", ["route"], buckets=_SECONDS, registry=r
