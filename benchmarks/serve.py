@@ -318,36 +318,46 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def readme_table(report: dict[str, Any]) -> str:
-    """The README's serving table: 64 single-text clients against in-process encode, the tail at
-    half the peak, and overload, per precision."""
+    """The README's serving table: throughput and tail under load, repeated queries, a big client
+    beside small ones, sparse requests, and overload, per precision."""
     from benchmarks.report import machine_line
 
     lines = [
-        f"{machine_line(report)} {report['model']}; one short text per request.",
+        f"{machine_line(report)} {report['model']}.",
         "",
-        "| precision | in-process floor / ceiling texts/s | server, 64 clients texts/s (vs ceiling, vs "
-        "floor) | batching off | idle overhead p50 ms | 50% load p99 ms: server / same queue in "
-        "process / 3x idle p50 | 200% load: statuses, 429 p99 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| precision | 64 clients texts/s (vs ceiling) | p99 / p50, 64 clients | 50% load p99 ms: server / "
+        "same queue in process / 4x idle p50 | repeated queries, cache vs none: texts/s, p50, bit-identical "
+        "| big request beside small ones: small p50 / p99 (x idle p50), big (x alone) | CPU ms per "
+        "request: sparse / back to back | 200% load: statuses, 429 p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for precision, r in report["precisions"].items():
         s, ip = r["server"], r["in_process"]
-        c64, overload = s["closed_64"]["texts_per_s"], s["open_200%"]
+        c64, overload, idle = s["closed_64"], s["open_200%"], s["idle"]["server_p50_ms"]
         rejected = (
             f"{overload['rejected_p99_ms']:.1f}" if overload["rejected_p99_ms"] is not None else "no 429"
         )
-        half, half_in_process = s["open_50%"], ip.get("open_50%")
-        tail = (
-            f"{half['p99_ms']:.0f} / "
-            + (f"{half_in_process['p99_ms']:.0f}" if half_in_process else "not run")
-            + f" / {3 * s['idle']['server_p50_ms']:.0f}"
-        )
-        lines.append(
-            f"| {precision} | {ip['floor_texts_per_s']:.1f} / {ip['ceiling_texts_per_s']:.1f} | {c64:.1f} "
-            f"({s['closed_64']['vs_ceiling']:.2f}x, {s['closed_64']['vs_floor']:.2f}x) | "
-            f"{r['server_no_batching']['closed_64']['texts_per_s']:.1f} | {s['idle']['overhead_ms']:.2f} | "
-            f"{tail} | {_statuses(overload['statuses'])}, {rejected} |"
-        )
+        half, queue = s["open_50%"], ip.get("open_50%")
+        tail = f"{half['p99_ms']:.0f} / {queue['p99_ms']:.0f}" if queue else f"{half['p99_ms']:.0f} / not run"
+        cells = [
+            f"{c64['texts_per_s']:.1f} ({c64['vs_ceiling']:.2f}x)",
+            f"{c64['p99_ms'] / c64['p50_ms']:.2f}",
+            f"{tail} / {4 * idle:.0f}",
+        ]
+        traffic = r.get("traffic")
+        if traffic:
+            z, m, sp = traffic["zipf"], traffic["mixed"], traffic["sparse"]
+            cells += [
+                f"{z['throughput_ratio']:.1f}x, {z['p50_ratio']:.2f}x, "
+                f"{z['bit_identical']} / {z['compared']}",
+                f"{m['small']['p50_ms']:.0f} / {m['small']['p99_ms']:.0f} ({m['small_p50_vs_idle']:.1f}x / "
+                f"{m['small_p99_vs_idle']:.1f}x), {m['big_ratio']:.2f}x",
+                f"{sp['sparse_cpu_ms_per_request']:.0f} / {sp['back_to_back_cpu_ms_per_request']:.0f}",
+            ]
+        else:
+            cells += ["not run"] * 3
+        cells.append(f"{_statuses(overload['statuses'])}, {rejected}")
+        lines.append(f"| {precision} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

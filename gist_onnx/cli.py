@@ -359,20 +359,35 @@ def _add_embed_dataset(sub: argparse._SubParsersAction) -> None:
         "embed-dataset",
         help="embed a corpus of Parquet/JSONL files into Parquet shards (resumable; local or Ray)",
         description="Embed the text column of every row of Parquet or JSONL files into one Parquet "
-        "file per shard under OUTPUT, with the id column and `embedding`. A killed job resumes "
-        "where it stopped when run again; _SUCCESS is written last. Needs the `bulk` extra "
-        "(`ray` for --engine ray).",
+        "file per shard under OUTPUT, with the id column and `embedding`. Inputs and output are "
+        "local paths or URIs of any store pyarrow knows (s3://, gs://, abfs://, hdfs://). A killed "
+        "job resumes where it stopped when run again; _SUCCESS is written last. Needs the `bulk` "
+        "extra (`ray` for --engine ray).",
     )
     _add_runtime_options(p)
-    p.add_argument("--input", required=True, nargs="+", help="files or globs, e.g. 'data/*.parquet'")
+    p.add_argument(
+        "--input", required=True, nargs="+", help="files, URIs or globs, e.g. 's3://bucket/corpus/*.parquet'"
+    )
     p.add_argument("--text-column", default="text", help="the column to embed (default: text)")
     p.add_argument("--id-column", help="a column to keep as the id (default: FILE:ROW)")
-    p.add_argument("--output", required=True, type=Path, help="folder for the shards")
+    p.add_argument("--output", required=True, help="folder or URI for the shards")
+    p.add_argument(
+        "--storage-option", action="append", default=[], metavar="KEY=VALUE",
+        help="an option of pyarrow's filesystem that a URI cannot carry, e.g. "
+        "endpoint_override=127.0.0.1:9000 for an S3-compatible store (repeatable)",
+    )  # fmt: skip
     p.add_argument("--engine", default="local", choices=["local", "ray"])
-    p.add_argument("--workers", type=_positive_int, help="worker processes or actors (default: one per core)")
+    p.add_argument(
+        "--workers", type=_positive_int,
+        help="worker processes or actors (default: one per core; on CUDA, one per GPU)",
+    )  # fmt: skip
     p.add_argument(
         "--threads-per-worker", type=_positive_int,
         help="ONNX Runtime threads per worker (default: cores / workers, so nothing is oversubscribed)",
+    )  # fmt: skip
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=1.0,
+        help="GPUs each Ray actor asks for on CUDA, fractions allowed (default: 1)",
     )  # fmt: skip
     p.add_argument("--batch-size", type=_positive_int, default=32)
     p.add_argument("--rows-per-shard", type=_positive_int, default=50_000)
@@ -383,16 +398,19 @@ def _add_embed_dataset(sub: argparse._SubParsersAction) -> None:
 
 def _run_embed_dataset(args: argparse.Namespace) -> int:
     from gist_onnx.bulk import embed_dataset  # ImportError names the missing extra
+    from gist_onnx.bulk.storage import parse_options
 
     result = embed_dataset(
         args.model, args.input, args.output, args.text_column, args.id_column, engine=args.engine,
-        workers=args.workers, threads_per_worker=args.threads_per_worker, batch_size=args.batch_size,
+        workers=args.workers, threads_per_worker=args.threads_per_worker,
+        gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size,
         rows_per_shard=args.rows_per_shard, ray_address=args.ray_address, precision=args.precision,
-        provider=args.provider, strict=args.strict,
+        provider=args.provider, strict=args.strict, storage_options=parse_options(args.storage_option),
     )  # fmt: skip
     print(
         f"{result.written} of {result.rows} rows embedded into {result.shards} shards "
-        f"({result.shards_skipped} already done) in {result.seconds:.1f} s: {result.output}",
+        f"({result.shards_skipped} already done) in {result.seconds:.1f} s on {result.info.device} "
+        f"({result.info.precision}): {result.output}",
         file=sys.stderr,
     )
     return 0

@@ -221,7 +221,7 @@ class Embedder:
         self, texts: list[str], batch_size: int, normalize_embeddings: bool | None, cache: VectorCache
     ) -> np.ndarray:
         check_texts(texts)
-        cache.bind(self.info.graph_sha256)
+        cache.bind(self.info.vectors_of)
         lookup = cache.lookup(texts)
         missing = lookup.missing
         encodings = self._tokenize(missing)

@@ -5,9 +5,10 @@ Kept free of imports so the CLI can build its help without loading onnxruntime o
 
 DEFAULT_MODEL = "avsolatorio/GIST-Embedding-v0"
 
-PROVIDERS = ("auto", "cpu", "cuda")
+PROVIDERS = ("auto", "cpu", "cuda", "openvino")
 GRAPH_PRECISIONS = ("fp32", "int8", "fp16")
-PRECISIONS = ("auto", *GRAPH_PRECISIONS)
+# bf16 is no graph of its own: the fp32 graph under OpenVINO with bf16 inference precision.
+PRECISIONS = ("auto", *GRAPH_PRECISIONS, "bf16")
 
 OPTIMIZE_LEVELS = ("none", "O1", "O2", "O3")
 INT8_SCALES = ("per-token", "per-tensor")

@@ -34,10 +34,6 @@ class Progress:
             self._last_draw = now
             self._draw(now)
 
-    def restart(self) -> None:
-        """Count the rate from now: after a start-up that should not weigh on it."""
-        self._start = time.perf_counter()
-
     def close(self) -> None:
         if self.enabled:
             self._draw(time.perf_counter())

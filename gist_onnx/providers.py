@@ -12,8 +12,9 @@ from gist_onnx.options import PROVIDERS
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+OPENVINO = "OpenVINOExecutionProvider"  # a plugin library, registered by gist_onnx.openvino
 # Our device names for ONNX Runtime's providers.
-DEVICES = {CPU: "cpu", CUDA: "cuda"}
+DEVICES = {CPU: "cpu", CUDA: "cuda", OPENVINO: "openvino"}
 
 
 def device_of(provider_name: str) -> str:
@@ -46,9 +47,15 @@ def cuda_hint(available: list[str]) -> str:
 
 
 def providers_for(provider: str, available: list[str]) -> list[str]:
-    """The provider list to ask a session for; raises ProviderError when it cannot work."""
+    """The provider list to ask a session for; raises ProviderError when it cannot work.
+
+    ``auto`` never picks OpenVINO: it has not been measured to win where auto would choose it.
+    OpenVINO's own checks (plugin installed, a CPU device offered) happen as its session is built.
+    """
     if provider not in PROVIDERS:
         raise ProviderError(f"provider must be one of {PROVIDERS}, got {provider!r}")
+    if provider == "openvino":
+        return [OPENVINO, CPU]
     if provider == "cpu" or (provider == "auto" and CUDA not in available):
         return [CPU]
     if CUDA not in available:

@@ -18,7 +18,7 @@ from gist_onnx.cpu import int8_mismatch
 from gist_onnx.errors import ModelFolderError, ProviderError
 from gist_onnx.manifest import Manifest, check_file
 from gist_onnx.options import MAX_BATCH_TOKENS, PRECISIONS
-from gist_onnx.providers import CUDA, cuda_hint, device_of, preload_cuda_libraries, providers_for
+from gist_onnx.providers import CUDA, OPENVINO, cuda_hint, device_of, preload_cuda_libraries, providers_for
 
 _ort_errors = ort.capi.onnxruntime_pybind11_state
 # What ONNX Runtime raises for a file that is not a graph it can build a session from.
@@ -31,6 +31,12 @@ _GRAPH_LOAD_ERRORS = (
 FEEDABLE_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 # The graph a device runs best, most faithful first; int8 is taken only on request.
 AUTO_PRECISION = {"cuda": ("fp16", "fp32"), "cpu": ("fp32",)}
+# What each device can run: OpenVINO rejects the per-token int8 graph (docs/performance.md).
+DEVICE_PRECISIONS = {
+    "cpu": ("fp32", "int8", "fp16"),
+    "cuda": ("fp32", "int8", "fp16"),
+    "openvino": ("fp32", "bf16"),
+}
 
 TokenBudget = int | Literal["auto"] | None
 
@@ -41,10 +47,10 @@ class RuntimeInfo:
 
     model_dir: Path
     source_model: str
-    device: str  # where the session runs: "cpu" or "cuda"
+    device: str  # where the session runs: "cpu", "cuda" or "openvino"
     providers: tuple[str, ...]  # ONNX Runtime's providers of the session, in order
-    precision: str  # the graph loaded: "fp32", "int8" or "fp16"
-    graph_sha256: str  # that graph's checksum: what its vectors come from
+    precision: str  # what it computes in: "fp32", "int8", "fp16", or "bf16" (the fp32 graph, bf16)
+    graph_sha256: str  # the checksum of the graph loaded: what its vectors come from
     max_batch_tokens: int | None  # padded tokens per session run; None: no cap
     pooling: str  # "cls", "mean" or "max", from the model's sentence-transformers config
     normalize: bool  # the model's default: whether vectors are L2-normalized
@@ -56,21 +62,41 @@ class RuntimeInfo:
         """Whether vectors are normalized: the caller's ``override``, else the model's default."""
         return self.normalize if override is None else override
 
+    @property
+    def vectors_of(self) -> str:
+        """What identifies the vectors this runtime computes: its graph, and how it computes it."""
+        return f"{self.graph_sha256}:{self.precision}"
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values, for /info, `gist-onnx info --json` and reports."""
         return {**asdict(self), "model_dir": str(self.model_dir), "providers": list(self.providers)}
 
 
+def graph_of(precision: str) -> str:
+    """The graph a precision runs: bf16 runs the fp32 graph."""
+    return "fp32" if precision == "bf16" else precision
+
+
 def choose_precision(precision: str, manifest: Manifest, device: str, model_dir: Path) -> str:
-    """The graph a precision setting picks from the folder for a device; ModelFolderError if the
-    folder lacks the one asked for."""
+    """What a precision setting means for a device and a folder: ModelFolderError if the folder
+    lacks the graph asked for, ProviderError if the device cannot run it."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto" and device == "openvino":
+        from gist_onnx.openvino import native_bf16
+
+        precision = "bf16" if native_bf16() else "fp32"  # OpenVINO's own default on such CPUs
     if precision == "auto":
         for candidate in (*AUTO_PRECISION.get(device, ("fp32",)), *manifest.graphs):
             if candidate in manifest.graphs:
                 return candidate
-    if precision not in manifest.graphs:
+    if precision not in DEVICE_PRECISIONS.get(device, PRECISIONS):
+        raise ProviderError(
+            f"precision={precision!r} does not run on {device}: it runs "
+            + ", ".join(DEVICE_PRECISIONS[device])
+            + (" (bf16 runs under OpenVINO: provider='openvino')" if precision == "bf16" else "")
+        )
+    if graph_of(precision) not in manifest.graphs:
         raise ModelFolderError(
             model_dir,
             f"has no {precision} graph (it has {sorted(manifest.graphs)}); "
@@ -103,6 +129,8 @@ def open_session(
     CPU (fp32 rather than fp16, under ``precision="auto"``).
     """
     available = ort.get_available_providers()
+    if provider == "auto" and precision == "bf16":
+        provider = "openvino"  # bf16 is OpenVINO's: asking for it names the provider
     wanted = providers_for(provider, available)
     device = device_of(wanted[0])
     chosen = choose_precision(precision, manifest, device, model_dir)
@@ -111,9 +139,9 @@ def open_session(
     if got == device:
         return session, chosen, got
     if provider == device:  # asked for by name: never run elsewhere
+        hint = cuda_hint(available) if device == "cuda" else "The OpenVINO plugin took no part of the graph"
         raise ProviderError(
-            f"provider={provider!r} was asked for, but the session runs on {session.get_providers()}. "
-            + cuda_hint(available)
+            f"provider={provider!r} was asked for, but the session runs on {session.get_providers()}. {hint}"
         )
     warnings.warn(
         f"{wanted[0]} is offered but did not start ({cuda_hint(available)}); running on {got}",
@@ -134,17 +162,27 @@ def _load(
     options: ort.SessionOptions,
     checksum: bool,
 ) -> ort.InferenceSession:
-    graph_path = check_file(model_dir, manifest.graphs[precision].record, checksum=checksum)
+    graph_path = check_file(model_dir, manifest.graphs[graph_of(precision)].record, checksum=checksum)
     if providers[0] == CUDA:
         preload_cuda_libraries()
     try:
-        session = ort.InferenceSession(str(graph_path), sess_options=options, providers=providers)
+        if providers[0] == OPENVINO:
+            session = _openvino_session(graph_path, options, precision)
+        else:
+            session = ort.InferenceSession(str(graph_path), sess_options=options, providers=providers)
     except _GRAPH_LOAD_ERRORS as exc:
         raise ModelFolderError(graph_path, f"is not a loadable ONNX graph: {exc}") from exc
     unknown = {i.name for i in session.get_inputs()} - FEEDABLE_INPUTS
     if unknown:
         raise ModelFolderError(graph_path, f"declares inputs this runtime cannot feed: {unknown}")
     return session
+
+
+def _openvino_session(graph_path: Path, options: ort.SessionOptions, precision: str) -> ort.InferenceSession:
+    from gist_onnx import openvino
+
+    openvino.add_to(options, precision)  # ProviderError: no plugin, no CPU device, no native bf16
+    return ort.InferenceSession(str(graph_path), sess_options=options)
 
 
 def resolve(
@@ -156,7 +194,7 @@ def resolve(
     max_batch_tokens: TokenBudget,
 ) -> RuntimeInfo:
     """Record what the session got, with the model's own settings from its manifest."""
-    graph = manifest.graphs[precision]
+    graph = manifest.graphs[graph_of(precision)]
     # An int8 graph exported for a VNNI CPU still runs elsewhere, on saturating kernels.
     mismatch = int8_mismatch(graph.weight_bits) if device == "cpu" and graph.weight_bits else None
     return RuntimeInfo(

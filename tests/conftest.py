@@ -95,3 +95,26 @@ def overlong_model(model_copy: Path) -> Path:
     manifest["max_seq_length"] = 1024
     path.write_text(json.dumps(manifest), encoding="utf-8")
     return model_copy
+
+
+FAKE_CUDA = Path(__file__).parent / "fakes" / "cuda"
+
+
+def fake_cuda_env(visible: str | None = None) -> dict[str, str]:
+    """The environment in which new processes see a pretend CUDA (tests/fakes/cuda)."""
+    path = os.pathsep.join([str(FAKE_CUDA), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "PYTHONPATH": path, "GIST_ONNX_FAKE_CUDA": "1"}
+    if visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = visible
+    return env
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """A real S3-compatible server (moto's server mode) on a free loopback port, for the session:
+    the storage options that point pyarrow at it (see benchmarks/s3.py)."""
+    pytest.importorskip("moto", reason="the test extra is not installed")
+    from benchmarks.s3 import local_s3
+
+    with local_s3(tmp_path_factory.mktemp("moto") / "moto.log") as options:
+        yield options

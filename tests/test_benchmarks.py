@@ -108,9 +108,27 @@ def test_serve_benchmark_quick_writes_every_figure(tmp_path: Path) -> None:
 def test_bulk_benchmark_tiny_checks_its_vectors(tmp_path: Path) -> None:
     pytest.importorskip("pyarrow", reason="the bulk extra is not installed")
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "benchmarks.bulk", "--tiny", "--rows", "64", "--engines", "local"]
+    pytest.importorskip("moto", reason="the test extra is not installed")
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bulk",
+        "--tiny",
+        "--rows",
+        "64",
+        "--engines",
+        "local",
+        "--s3",
+    ]
+    command += ["--rounds", "1", "--read-rows", "200000"]
     subprocess.run([*command, "--work", str(tmp_path), "--out", str(out)], check=True, timeout=600)
     report = json.loads((out / "bulk.json").read_text())
     local = report["results"]["local"]
-    assert local["min_cosine_to_encode"] >= 0.99999 and local["rows_per_s"] > 0 and local["startup_s"] > 0
-    assert "| local |" in (out / "bulk.md").read_text()
+    assert local["startup_s"] > 0 and local["s3_vs_local"] > 0
+    for place in ("local", "s3"):
+        assert local[place]["min_cosine_to_encode"] >= 0.99999 and local[place]["rows_per_s"] > 0
+    reads = report["reads"]
+    for key in ("local_parquet", "local_jsonl", "s3_parquet", "s3_jsonl"):
+        assert reads[key]["first"] > 0 and reads[key]["last"] > 0, key
+    markdown = (out / "bulk.md").read_text()
+    assert "| local | s3 |" in markdown and "| s3 parquet |" in markdown

@@ -18,7 +18,8 @@ import pyarrow.parquet as pq  # noqa: E402
 
 from gist_onnx import Embedder  # noqa: E402
 from gist_onnx.bulk import DatasetError, embed_dataset, embed_shard, plan_shards  # noqa: E402
-from gist_onnx.bulk.shards import finished  # noqa: E402
+from gist_onnx.bulk.shards import finished, read_rows  # noqa: E402
+from gist_onnx.bulk.storage import expand  # noqa: E402
 
 TOPICS = ["cooking", "markets", "football", "physics", "gardening", "music", "law", "travel"]
 
@@ -62,24 +63,27 @@ def test_plan_covers_every_row_once_with_stable_ids(tmp_path: Path) -> None:
     a = _write_parquet(tmp_path / "a.parquet", _texts(250))
     b = tmp_path / "b.jsonl"
     b.write_text("".join(json.dumps({"text": t}) + "\n" for t in _texts(30)))
-    shards = plan_shards([a, b], 100, "model-sha")
+    shards = plan_shards(expand([str(a), str(b)]), 100, "model-sha")
     assert [(s.source, s.start, s.stop) for s in shards] == [
         (str(a), 0, 100), (str(a), 100, 200), (str(a), 200, 250), (str(b), 0, 30),
     ]  # fmt: skip
-    assert [s.id for s in plan_shards([a, b], 100, "model-sha")] == [s.id for s in shards]
-    assert not {s.id for s in plan_shards([a, b], 100, "other-model")} & {s.id for s in shards}
+    assert [s.id for s in plan_shards(expand([str(a), str(b)]), 100, "model-sha")] == [s.id for s in shards]
+    assert not {s.id for s in plan_shards(expand([str(a), str(b)]), 100, "other-model")} & {
+        s.id for s in shards
+    }
     os.utime(a, ns=(0, 12345))  # the input changed: its shards are new ones
-    assert plan_shards([a], 100, "model-sha")[0].id != shards[0].id
+    assert plan_shards(expand([str(a)]), 100, "model-sha")[0].id != shards[0].id
+    (tmp_path / "c.csv").write_text("text\n")
     with pytest.raises(DatasetError, match="Parquet or JSONL"):
-        plan_shards([tmp_path / "c.csv"], 100, "m")
+        plan_shards(expand([str(tmp_path / "c.csv")]), 100, "m")
 
 
 def test_a_shard_embeds_its_rows_and_reports_bad_ones(tmp_path: Path, embedder: Embedder) -> None:
     texts: list[object] = _texts(40)
     texts[3], texts[17] = None, None
     source = _write_parquet(tmp_path / "in.parquet", texts, ids=[f"doc-{i}" for i in range(40)])
-    (shard,) = plan_shards([source], 100, "m")
-    result = embed_shard(shard, embedder, tmp_path / "out", "text", "doc_id")
+    (shard,) = plan_shards(expand([str(source)]), 100, "m")
+    result = embed_shard(shard, embedder, str(tmp_path / "out"), "text", "doc_id")
     assert result.written == 38 and result.bad == [("doc-3", "a null text"), ("doc-17", "a null text")]
     assert [p.name for p in (tmp_path / "out").iterdir()] == [shard.file_name]  # no temporary left
     table = pq.read_table(tmp_path / "out" / shard.file_name)
@@ -88,9 +92,27 @@ def test_a_shard_embeds_its_rows_and_reports_bad_ones(tmp_path: Path, embedder: 
     found = _read_output(tmp_path / "out", "doc_id")
     expected = dict(zip([f"doc-{i}" for i in good], embedder.encode([texts[i] for i in good])))
     assert _min_cosine(found, expected) >= 0.99999
-    assert finished(shard, tmp_path / "out") == result
+    assert finished(shard, str(tmp_path / "out")) == result
     with pytest.raises(DatasetError, match="--strict"):
-        embed_shard(shard, embedder, tmp_path / "strict", "text", "doc_id", strict=True)
+        embed_shard(shard, embedder, str(tmp_path / "strict"), "text", "doc_id", strict=True)
+
+
+def test_the_last_shard_reads_no_more_than_its_own_rows(tmp_path: Path) -> None:
+    texts = [f"row {i}" for i in range(10_000)]
+    parquet = tmp_path / "many.parquet"
+    pq.write_table(pa.table({"text": texts}), parquet, row_group_size=100)
+    jsonl = tmp_path / "many.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    for source in (parquet, jsonl):
+        shards = plan_shards(expand([str(source)]), 250, "m")
+        assert len(shards) == 40
+        first, last = read_rows(shards[0], "text", None), read_rows(shards[-1], "text", None)
+        assert first.texts == texts[:250] and last.texts == texts[-250:]
+        # Parquet: the overlapping row groups only (250 rows span 3 groups of 100 at most).
+        assert last.decoded <= 300 and first.decoded <= 300, source
+    jsonl_shards = plan_shards(expand([str(jsonl)]), 250, "m")
+    assert jsonl_shards[-1].byte_stop == jsonl.stat().st_size  # its own bytes, found at planning
+    assert sum(s.byte_stop - s.byte_start for s in jsonl_shards) == jsonl.stat().st_size
 
 
 @pytest.mark.slow  # worker processes

@@ -10,7 +10,8 @@ if find_spec("pyarrow") is None:
     raise ImportError("bulk embedding reads and writes Parquet with pyarrow: pip install 'gist-onnx[bulk]'")
 
 from gist_onnx.bulk.job import DatasetResult, embed_dataset  # noqa: E402
-from gist_onnx.bulk.shards import DatasetError, Shard, ShardResult, embed_shard, plan_shards  # noqa: E402
+from gist_onnx.bulk.shards import Shard, ShardResult, embed_shard, plan_shards  # noqa: E402
+from gist_onnx.bulk.storage import DatasetError  # noqa: E402
 
 __all__ = [
     "DatasetError",

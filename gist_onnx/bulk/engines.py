@@ -2,24 +2,32 @@
 
 Both build one Embedder per worker, with ONNX Runtime threads per worker set so that workers x
 threads fits the cores, and both are at-least-once: a shard may be computed twice after a crash,
-but its file is written atomically under a stable name, so it is never held twice.
+but its file appears whole under a stable name, so it is never held twice. On CUDA each worker
+gets a GPU of its own: here one worker per visible GPU, its ``CUDA_VISIBLE_DEVICES`` set to it;
+on Ray each actor asks for ``gpus_per_worker`` GPUs, and Ray assigns them.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
-from collections.abc import Callable, Iterator
+import os
+import subprocess
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from typing import Any
 
-from gist_onnx.bulk.shards import DatasetError, Shard, ShardResult, embed_shard
+from gist_onnx.bulk.shards import Shard, ShardResult, embed_shard
+from gist_onnx.bulk.storage import DatasetError, Options
+from gist_onnx.session import RuntimeInfo
 
 # A worker that dies (killed, out of memory) breaks the pool; its shards are retried on a new
 # pool this many times before the job gives up.
 POOL_RESTARTS = 3
+# What a GPU actor reserves of the CPUs: its session computes on the GPU.
+CPUS_PER_GPU_ACTOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -27,7 +35,8 @@ class WorkSpec:
     """What every worker needs to embed shards: picklable, sent once per worker."""
 
     model_dir: str
-    out_dir: str
+    output: str
+    options: Options
     text_column: str
     id_column: str | None
     precision: str
@@ -37,34 +46,75 @@ class WorkSpec:
     strict: bool
 
 
-_worker: tuple[object, WorkSpec] | None = None  # (Embedder, spec) of this worker process
+_worker: tuple[Any, WorkSpec] | None = None  # (Embedder, spec) of this worker process
 
 
-def _start_worker(spec: WorkSpec) -> None:
+def _start_worker(spec: WorkSpec, gpus: Any = None) -> None:
+    """Build this worker's Embedder; ``gpus``, a queue of GPU ids, gives it one of its own."""
     global _worker
+    if gpus is not None:  # before the session exists: CUDA reads it when it starts
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus.get()
+    _worker = (_load(spec), spec)
+
+
+def _load(spec: WorkSpec) -> Any:
     from gist_onnx import Embedder
 
-    embedder = Embedder(
-        spec.model_dir, provider=spec.provider, precision=spec.precision, threads=spec.threads
-    )
-    _worker = (embedder, spec)
+    return Embedder(spec.model_dir, provider=spec.provider, precision=spec.precision, threads=spec.threads)
 
 
 def _embed_in_worker(shard: Shard) -> ShardResult:
-    assert _worker is not None, "the pool's initializer builds the embedder"
+    if _worker is None:
+        raise RuntimeError("the pool's initializer builds the embedder")
     embedder, spec = _worker
     return embed_shard(
-        shard, embedder, Path(spec.out_dir), spec.text_column, spec.id_column, spec.batch_size, spec.strict
+        shard,
+        embedder,
+        spec.output,
+        spec.text_column,
+        spec.id_column,
+        spec.batch_size,
+        spec.strict,
+        spec.options,
+    )
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this machine offers: ``CUDA_VISIBLE_DEVICES`` if set, else what nvidia-smi lists."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [gpu.strip() for gpu in listed.split(",") if gpu.strip()]
+    try:
+        found = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return (
+        [line.strip() for line in found.stdout.splitlines() if line.strip()] if found.returncode == 0 else []
     )
 
 
 def run_local(shards: list[Shard], spec: WorkSpec, workers: int) -> Iterator[ShardResult]:
-    """Embed shards on ``workers`` spawned processes, yielding results as shards finish."""
+    """Embed shards on ``workers`` spawned processes, yielding results as shards finish; on CUDA,
+    one worker per visible GPU, each with its own."""
     remaining = {shard.id: shard for shard in shards}
+    gpus = visible_gpus() if spec.provider == "cuda" else []
+    if spec.provider == "cuda":
+        if not gpus:
+            raise DatasetError("provider cuda: no GPU is visible (CUDA_VISIBLE_DEVICES, nvidia-smi)")
+        workers = min(workers, len(gpus))
+    context = multiprocessing.get_context("spawn")  # ONNX Runtime's threads do not survive fork
     for _ in range(POOL_RESTARTS + 1):
-        context = multiprocessing.get_context("spawn")  # ONNX Runtime's threads do not survive fork
+        queue = context.Queue()
+        for gpu in gpus:
+            queue.put(gpu)
+        initargs = (spec, queue if gpus else None)
         with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_start_worker, initargs=(spec,)
+            workers, mp_context=context, initializer=_start_worker, initargs=initargs
         ) as pool:
             pending = {pool.submit(_embed_in_worker, shard): shard for shard in remaining.values()}
             try:
@@ -86,12 +136,12 @@ class _RayShardEmbedder:
     """Ray Data's callable class: the Embedder is built once per actor, in ``__init__``."""
 
     def __init__(self, spec: dict) -> None:
-        _start_worker(WorkSpec(**spec))
+        _start_worker(WorkSpec(**{**spec, "options": tuple(map(tuple, spec["options"]))}))
 
     def __call__(self, batch: dict) -> dict:
+        fields = ("id", "source", "start", "stop", "byte_start", "byte_stop")
         results = [
-            _embed_in_worker(Shard(id_, source, int(start), int(stop)))
-            for id_, source, start, stop in zip(batch["id"], batch["source"], batch["start"], batch["stop"])
+            _embed_in_worker(_shard(dict(zip(fields, row)))) for row in zip(*(batch[f] for f in fields))
         ]
         return {
             "shard_id": [r.shard_id for r in results],
@@ -100,32 +150,87 @@ class _RayShardEmbedder:
         }
 
 
-def run_ray(
-    shards: list[Shard], spec: WorkSpec, workers: int, address: str | None, on_start: Callable[[], None]
-) -> Iterator[ShardResult]:
-    """Embed shards with Ray Data: ``map_batches`` over an actor pool, one shard per call.
+def _shard(row: dict) -> Shard:
+    def number(value: Any) -> int | None:
+        return None if value is None or value != value else int(value)  # Ray may hand NaN for None
 
-    Ray's own writer is not used: its file names change every run, so a rerun would duplicate
-    rows. Each actor reserves a little less than its threads: on a small cluster a pool that
-    reserves every CPU starves Ray Data's own tasks and hangs.
-    """
+    return Shard(
+        str(row["id"]), str(row["source"]), int(row["start"]), int(row["stop"]),
+        number(row["byte_start"]), number(row["byte_stop"]),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RayPlan:
+    """How the Ray engine runs: its actors, what each reserves, and where the model resolves."""
+
+    actors: int
+    num_cpus: float
+    num_gpus: float
+
+
+def ray_plan(
+    provider: str, workers: int | None, threads: int, gpus_per_worker: float, resources: dict[str, float]
+) -> RayPlan:
+    """The actor pool for a cluster's resources: on CUDA (asked for, or ``auto`` on a cluster with
+    GPUs) each actor asks for ``gpus_per_worker`` GPUs and the pool fills the GPUs unless
+    ``workers`` says otherwise; on the CPU each actor reserves a little less than its threads (a
+    pool that reserves every CPU starves Ray Data's own tasks and hangs)."""
+    gpus = resources.get("GPU", 0.0)
+    if provider == "cuda" or (provider == "auto" and gpus > 0):
+        if gpus_per_worker <= 0:
+            raise DatasetError(f"--gpus-per-worker must be more than 0, got {gpus_per_worker}")
+        if gpus < gpus_per_worker:
+            raise DatasetError(f"the Ray cluster has {gpus:g} GPUs; an actor asks for {gpus_per_worker:g}")
+        actors = workers or int(gpus // gpus_per_worker)
+        return RayPlan(actors, CPUS_PER_GPU_ACTOR, gpus_per_worker)
+    cpus = resources.get("CPU", 1.0)
+    actors = workers or max(1, int(cpus // threads))
+    return RayPlan(actors, max(0.1, min(threads, cpus / (actors + 1))), 0.0)
+
+
+def start_ray(address: str | None) -> dict[str, float]:
+    """Join (or start) the cluster; its resources."""
     try:
         import ray
-        from ray.data import ActorPoolStrategy
     except ImportError as exc:
         raise ImportError("the ray engine needs Ray Data: pip install 'gist-onnx[ray]'") from exc
 
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
-    on_start()
-    cluster_cpus = ray.cluster_resources().get("CPU", 1)
-    per_actor = max(0.1, min(spec.threads, cluster_cpus / (workers + 1)))
+    return ray.cluster_resources()
+
+
+def resolve_on_ray(spec: WorkSpec, plan: RayPlan) -> RuntimeInfo:
+    """Open the model where the actors will run, with their resources, to learn what it gets."""
+    import ray
+
+    task = ray.remote(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)(_resolve)
+    return ray.get(task.remote(spec.model_dir, spec.provider, spec.precision))
+
+
+def _resolve(model_dir: str, provider: str, precision: str) -> RuntimeInfo:
+    from gist_onnx import Embedder
+
+    return Embedder(model_dir, provider=provider, precision=precision, threads=1, verify_checksums=False).info
+
+
+def run_ray(shards: list[Shard], spec: WorkSpec, plan: RayPlan) -> Iterator[ShardResult]:
+    """Embed shards with Ray Data: ``map_batches`` over an actor pool, one shard per call.
+
+    Ray's own writer is not used: its file names change every run, so a rerun would duplicate
+    rows.
+    """
+    import ray
+    from ray.data import ActorPoolStrategy
+
     dataset = ray.data.from_items([asdict(shard) for shard in shards], override_num_blocks=len(shards))
     results = dataset.map_batches(
         _RayShardEmbedder,
         fn_constructor_kwargs={"spec": asdict(spec)},
         batch_size=1,
-        compute=ActorPoolStrategy(size=workers),
-        num_cpus=per_actor,
+        compute=ActorPoolStrategy(size=min(plan.actors, len(shards))),
+        num_cpus=plan.num_cpus,
+        num_gpus=plan.num_gpus,
     )
     for row in results.iter_rows():
         yield ShardResult(row["shard_id"], int(row["written"]), [tuple(b) for b in json.loads(row["bad"])])

@@ -169,7 +169,7 @@ class EmbeddingService:
         else:
             parsed = parse_tei(body, self.config.max_client_batch)
         truncate = self.config.auto_truncate if parsed.truncate is None else parsed.truncate
-        self.cache.bind(embedder.info.graph_sha256)
+        self.cache.bind(embedder.info.vectors_of)
         lookup = self.cache.lookup(parsed.texts)
         for index, entry in enumerate(lookup.found):
             if entry is not None and entry.truncated and not truncate:

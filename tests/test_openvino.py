@@ -1,0 +1,111 @@
+"""The OpenVINO path's logic, everywhere: device selection from ONNX Runtime's EP devices (fake
+lists), bf16 only where the CPU computes it natively, what each device runs, and the errors.
+
+Where the plugin is installed and offers a CPU device (an Intel CPU), the last test runs it for
+real; elsewhere (an AMD CPU, or no plugin) asking for it must be one clear error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from gist_onnx import Embedder, ProviderError
+from gist_onnx import openvino as ov
+from gist_onnx.cli import main as cli
+from gist_onnx.manifest import read_manifest
+from gist_onnx.providers import CPU, OPENVINO, providers_for
+from gist_onnx.session import choose_precision
+
+pytestmark = pytest.mark.core
+AMX = frozenset({"avx512f", "avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16"})
+EPYC = frozenset({"avx2", "fma"})
+
+
+def _device(ep_name: str, ov_device: str) -> SimpleNamespace:
+    return SimpleNamespace(ep_name=ep_name, ep_metadata={"ov_device": ov_device})
+
+
+def test_the_openvino_cpu_device_is_picked_from_the_ep_devices() -> None:
+    cpu = _device(OPENVINO, "CPU")
+    devices = [_device("CPUExecutionProvider", ""), _device(OPENVINO, "GPU"), cpu]
+    assert ov.cpu_device(devices, OPENVINO) is cpu
+    with pytest.raises(ProviderError, match=r"offers no CPU device here \(its devices: GPU\)"):
+        ov.cpu_device(devices[:2], OPENVINO)
+    with pytest.raises(ProviderError, match=r"devices: none\); it offers none on AMD CPUs"):
+        ov.cpu_device([], OPENVINO)
+
+
+def test_bf16_only_where_the_cpu_computes_it_natively() -> None:
+    assert ov.native_bf16(AMX) and not ov.native_bf16(EPYC)
+    hint = json.loads(ov.load_config("bf16", AMX)["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"]
+    assert hint == "bf16"
+    exact = json.loads(ov.load_config("fp32", EPYC)["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"]
+    assert exact == "f32"  # fp32 under OpenVINO is exact, not its bf16 default
+    with pytest.raises(ProviderError, match="needs a CPU with native bf16"):
+        ov.load_config("bf16", EPYC)
+
+
+def test_what_each_device_runs(core_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = read_manifest(core_model)
+    assert choose_precision("bf16", manifest, "openvino", core_model) == "bf16"
+    with pytest.raises(ProviderError, match="bf16 runs under OpenVINO"):
+        choose_precision("bf16", manifest, "cpu", core_model)
+    with pytest.raises(ProviderError, match="does not run on openvino"):
+        choose_precision("int8", manifest, "openvino", core_model)
+    monkeypatch.setattr(ov, "cpu_flags", lambda: AMX)
+    assert choose_precision("auto", manifest, "openvino", core_model) == "bf16"  # OpenVINO's default there
+    monkeypatch.setattr(ov, "cpu_flags", lambda: EPYC)
+    assert choose_precision("auto", manifest, "openvino", core_model) == "fp32"
+
+
+def test_auto_never_picks_openvino() -> None:
+    assert providers_for("openvino", [CPU]) == [OPENVINO, CPU]
+    assert providers_for("auto", [OPENVINO, CPU]) == [CPU]
+
+
+def test_the_plugin_library_is_registered_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(ov, "_plugin", lambda: ("/opt/libopenvino_ep.so", OPENVINO))
+    monkeypatch.setattr(ov, "_registered", {})
+    monkeypatch.setattr(
+        ort, "register_execution_provider_library", lambda *args: calls.append(args), raising=False
+    )
+    assert ov.register() == ov.register() == OPENVINO
+    assert calls == [(ov.REGISTRATION_NAME, "/opt/libopenvino_ep.so")]
+
+
+def _usable_here() -> bool:
+    try:
+        ov.cpu_device(ort.get_ep_devices(), ov.register())
+    except ProviderError:
+        return False
+    return True
+
+
+def test_asking_for_openvino_where_it_cannot_run_is_one_clear_error(
+    core_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if _usable_here():
+        pytest.skip("the OpenVINO plugin offers a CPU device here")
+    with pytest.raises(ProviderError, match=r"gist-onnx\[openvino\]|offers no CPU device"):
+        Embedder(core_model, provider="openvino")
+    assert cli(["info", "-m", str(core_model), "--provider", "openvino"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "openvino" in err[0]
+
+
+def test_openvino_for_real_where_it_runs(core_model: Path) -> None:
+    if not _usable_here():
+        pytest.skip("the OpenVINO plugin is not installed or offers no CPU device here")
+    exact = Embedder(core_model, provider="openvino", precision="fp32")
+    assert exact.info.device == "openvino" and exact.info.providers[0] == OPENVINO
+    texts = ["How to bake a cake?", "the stock market fell sharply today " * 5]
+    reference = Embedder(core_model, provider="cpu").encode(texts)
+    cosines = (exact.encode(texts) * reference).sum(axis=1)
+    assert np.min(cosines) >= 0.99999
