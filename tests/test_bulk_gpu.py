@@ -77,10 +77,12 @@ def test_ray_actors_ask_for_gpus_and_each_gets_its_own(tmp_path: Path, tiny_expo
     from gist_onnx.serve.process import free_port
 
     port = free_port()
-    env = fake_cuda_env()
+    # A test cluster on loopback: no token to share between the head and the driver.
+    env = {**fake_cuda_env(), "RAY_AUTH_MODE": "disabled"}
     # A cluster of its own, with two logical GPUs, stopped with its process group at the end.
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}",
+         "--node-ip-address=127.0.0.1",
          "--num-cpus=2", "--num-gpus=2", "--include-dashboard=false", f"--temp-dir=/tmp/ray-gist-{port}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip

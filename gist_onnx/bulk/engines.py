@@ -196,7 +196,9 @@ def start_ray(address: str | None) -> dict[str, float]:
     except ImportError as exc:
         raise ImportError("the ray engine needs Ray Data: pip install 'gist-onnx[ray]'") from exc
 
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    # A cluster started here serves this machine only: it listens on loopback.
+    local = {"_node_ip_address": "127.0.0.1"} if address is None else {}
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False, **local)
     return ray.cluster_resources()
 
 
