@@ -274,3 +274,14 @@ def test_ray_engine_writes_what_the_local_engine_does(
     found = _read_output(tmp_path / "ray", "doc_id")
     good = [i for i in range(200) if i != 5]
     assert _min_cosine(found, dict(zip(good, embedder.encode([texts[i] for i in good])))) >= 0.99999
+
+
+@pytest.mark.slow  # worker processes
+def test_an_output_folder_is_created_and_a_file_is_refused(tmp_path: Path, embedder: Embedder) -> None:
+    source = _write_parquet(tmp_path / "in.parquet", _texts(5))
+    nested = tmp_path / "not" / "yet" / "there"
+    result = embed_dataset(embedder.model_dir, str(source), nested, workers=1, show_progress=False)
+    assert result.written == 5 and (nested / "_SUCCESS").is_file()
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(DatasetError, match="cannot be created"):
+        embed_dataset(embedder.model_dir, str(source), tmp_path / "a-file" / "out", workers=1)

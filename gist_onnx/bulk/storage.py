@@ -162,11 +162,18 @@ def _entry(location: str, info: pafs.FileInfo) -> Entry:
 
 
 def check_output(location: str, options: Options = ()) -> None:
-    """DatasetError, before any work, if the output cannot be listed (no such bucket, no access)."""
+    """DatasetError, before any work, if the output cannot be used (no such bucket, no access); a
+    local folder is created."""
     filesystem, path = resolve(location, options)
-    root = path.split("/", 1)[0] if is_uri(location) else os.path.dirname(path)
+    if not is_uri(location):
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise DatasetError(f"{location}: cannot be created: {exc}") from exc
+        return
+    root = path.split("/", 1)[0] if filesystem.type_name in OBJECT_STORES else "/"
     try:
-        info = filesystem.get_file_info(root or "/")
+        info = filesystem.get_file_info(root)
         if info.type == pafs.FileType.NotFound:
             raise DatasetError(f"{location}: {root} does not exist")
         filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
