@@ -13,8 +13,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -114,20 +114,12 @@ def embed_dataset(
         str(Path(model_dir).resolve()), output, options, text_column, id_column, precision, provider,
         threads, batch_size, strict,
     )  # fmt: skip
-    if engine == "ray":
-        plan = ray_plan(provider, workers, threads, gpus_per_worker, start_ray(ray_address))
-        info = resolve_on_ray(spec, plan)
-    else:
-        info = resolve_runtime(Path(model_dir), provider, precision)
-    spec = WorkSpec(
-        **{**asdict(spec), "options": options, "precision": info.precision, "provider": info.device}
-    )
+    run, info, spec = _start_engine(engine, spec, workers, count, gpus_per_worker, ray_address)
     shards = plan_shards(entries, rows_per_shard, info.graph_sha256, options)
     _prepare_output(output, shards, options)
     todo = [shard for shard in shards if finished(shard, output, options) is None]
     if todo:
-        run = run_ray(todo, spec, plan) if engine == "ray" else run_local(todo, spec, min(count, len(todo)))
-        _follow(run, todo, show_progress)
+        _follow(run(todo), todo, show_progress)
     checked = _check_every_shard(shards, output, options)
     document = _job_manifest(info, spec, shards, checked)
     write_bytes(join(output, MANIFEST), (json.dumps(document, indent=2) + "\n").encode(), options)
@@ -138,6 +130,30 @@ def embed_dataset(
         output, len(shards), len(shards) - len(todo), document["rows"], document["written"], bad,
         time.perf_counter() - started, info,
     )  # fmt: skip
+
+
+Runner = Callable[[list[Shard]], Iterator[ShardResult]]
+
+
+def _start_engine(
+    engine: str,
+    spec: WorkSpec,
+    workers: int | None,
+    local_workers: int,
+    gpus_per_worker: float,
+    ray_address: str | None,
+) -> tuple[Runner, RuntimeInfo, WorkSpec]:
+    """Start the engine and resolve the model where its workers run; the runner, what was
+    resolved, and the spec with that device and precision pinned, so no worker decides again."""
+    if engine == "ray":
+        plan = ray_plan(spec.provider, workers, spec.threads, gpus_per_worker, start_ray(ray_address))
+        info = resolve_on_ray(spec, plan)
+    else:
+        info = resolve_runtime(Path(spec.model_dir), spec.provider, spec.precision)
+    pinned = replace(spec, precision=info.precision, provider=info.device)
+    if engine == "ray":
+        return (lambda todo: run_ray(todo, pinned, plan)), info, pinned
+    return (lambda todo: run_local(todo, pinned, min(local_workers, len(todo)))), info, pinned
 
 
 def resolve_runtime(model_dir: Path, provider: str, precision: str) -> RuntimeInfo:
