@@ -54,7 +54,8 @@ def versions() -> dict[str, str]:
     """Versions of every tool a figure depends on."""
     from gist_onnx.export.pipeline import TOOLS, tool_versions
 
-    return tool_versions([*TOOLS, "numpy"])
+    # The peers' packages too, where installed (benchmarks.peers).
+    return tool_versions([*TOOLS, "numpy", "openvino", "nncf", "fastembed", "onnxruntime-ep-openvino"])
 
 
 def minilm_path() -> Path:

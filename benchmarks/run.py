@@ -28,7 +28,7 @@ from benchmarks.measure import (
     weight_gemm_params,
     weight_pass_ms,
 )
-from benchmarks.variants import BASELINE, SPECS, Prepared, load, prepare
+from benchmarks.variants import BASELINE, SPECS, Prepared, VariantSpec, load, prepare, skip_reason
 
 
 @dataclass(frozen=True)
@@ -122,12 +122,16 @@ def cold_start(spec_name: str, prepared: Prepared, texts: list[str], batch_size:
     return {"cold_start_s": first, **json.loads(last)}
 
 
-def quality(encoders: dict[str, Encode], pairs: StsPairs, reference_name: str) -> dict[str, dict[str, float]]:
-    """STS-B Spearman x100 per variant, and min/mean cosine to the reference's vectors."""
+def quality(
+    encoders: dict[str, Encode], pairs: StsPairs, long_texts: list[str], reference_name: str
+) -> dict[str, dict[str, float]]:
+    """STS-B Spearman x100 per variant, min/mean cosine to the reference's vectors, and the min
+    cosine on long texts (a stack that truncates elsewhere differs only there)."""
     from gist_onnx.export.verify import agreement
 
     sentences = pairs.sentences()
     vectors = {name: encode(sentences, 32) for name, encode in encoders.items()}
+    long = {name: encode(long_texts, 8) for name, encode in encoders.items()}
     out = {}
     for name, found in vectors.items():
         agreed = agreement(vectors[reference_name], found)
@@ -135,22 +139,34 @@ def quality(encoders: dict[str, Encode], pairs: StsPairs, reference_name: str) -
             "stsb_spearman_x100": stsb_spearman(pairs, found),
             "min_cosine_to_pytorch": agreed.min_cosine,
             "mean_cosine_to_pytorch": agreed.mean_cosine,
+            "long_min_cosine_to_pytorch": agreement(long[reference_name], long[name]).min_cosine,
         }
     return out
 
 
 def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPairs, log) -> dict[str, Any]:
     """Every figure for one model, every variant side by side."""
-    log(f"[{case.name}] exporting for sentence-transformers' ONNX backend and for gist-onnx")
-    prepared = prepare(case.folder, work / case.name, preset)
+    skipped = {spec.name: reason for spec in SPECS if (reason := skip_reason(spec))}
+    specs = [spec for spec in SPECS if spec.name not in skipped]
+    for name, reason in skipped.items():
+        log(f"[{case.name}] skipping {name}: {reason}")
+    log(f"[{case.name}] exporting for sentence-transformers' ONNX backend, gist-onnx and the peers")
+    # NNCF calibrates on the corpus's last sentences: outside the --quick quality pairs; the full
+    # run scores every pair, but calibration reads only activation ranges, never the labels.
+    prepared = prepare(case.folder, work / case.name, preset, stsb.sentences()[::-1])
     config = json.loads((case.folder / "config.json").read_text())
     manifest = json.loads((prepared.gist_dirs["gist-onnx"] / "manifest.json").read_text())
     tokenizer_path = prepared.gist_dirs["gist-onnx"] / "tokenizer.json"
-    encoders = {spec.name: load(spec, prepared) for spec in SPECS}
+    encoders = {spec.name: load(spec, prepared) for spec in specs}
     texts = workload_texts(plan.workloads, stsb.sentences(), tokenizer_path)
     variants: dict[str, dict[str, Any]] = {
-        spec.name: {"stack": spec.stack, "precision": spec.precision, "note": spec.note, "throughput": []}
-        for spec in SPECS
+        spec.name: {
+            "stack": spec.stack,
+            "precision": resolved_precision(spec),
+            "note": spec.note,
+            "throughput": [],
+        }
+        for spec in specs
     }
 
     for workload, workload_texts_ in texts.items():
@@ -193,7 +209,7 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
 
     pairs = stsb.head(plan.quality_pairs if case.real_weights else RANDOM_WEIGHT_QUALITY_PAIRS)
     log(f"[{case.name}] quality on {len(pairs.first)} STS-B pairs")
-    for name, figures in quality(encoders, pairs, BASELINE).items():
+    for name, figures in quality(encoders, pairs, texts["long"][:8], BASELINE).items():
         variants[name]["quality"] = figures
     del encoders
 
@@ -203,7 +219,7 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
 
     log(f"[{case.name}] cold start and peak RSS, one fresh process per variant")
     rss_texts = texts["medium"][: plan.rss_texts]
-    for spec in SPECS:
+    for spec in specs:
         variants[spec.name].update(cold_start(spec.name, prepared, rss_texts, 32))
     base = variants[BASELINE]
     for name in variants:
@@ -226,4 +242,14 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
         "quality_pairs": len(pairs.first),
         "single_text_floor": floor,
         "variants": variants,
+        "skipped": skipped,
     }
+
+
+def resolved_precision(spec: VariantSpec) -> str:
+    """The precision a variant really runs at: OpenVINO's default depends on the CPU."""
+    if spec.stack == "openvino" and spec.precision == "default":
+        from benchmarks.peers import openvino_precision
+
+        return openvino_precision()
+    return spec.precision

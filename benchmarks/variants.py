@@ -1,4 +1,5 @@
-"""The inference stacks compared: PyTorch, sentence-transformers' ONNX backend, and gist-onnx.
+"""The inference stacks compared: PyTorch, sentence-transformers' ONNX backend, the best peers a
+user could switch to on this CPU (benchmarks.peers), and gist-onnx.
 
 Each variant is built from one sentence-transformers model folder and exposes the same call,
 ``encode(texts, batch_size) -> (n, dim) float32``, so every figure is taken the same way.
@@ -6,6 +7,7 @@ Each variant is built from one sentence-transformers model folder and exposes th
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,11 @@ class VariantSpec:
     """A variant by name: how to build it, and what it is."""
 
     name: str
-    stack: str  # "pytorch", "st-onnx" or "gist-onnx"
-    precision: str
+    stack: str  # "pytorch", "st-onnx", "fastembed", "openvino" or "gist-onnx"
+    precision: str  # "default": the stack's own default on this CPU (recorded in the report)
     note: str
     export: str | None = None  # gist-onnx: the name of its export in EXPORTS
+    provider: str = "cpu"  # gist-onnx: the provider it runs on
 
 
 # gist-onnx exports by name: export_model's options for each.
@@ -37,9 +40,25 @@ EXPORTS: dict[str, dict[str, Any]] = {
 }
 SPECS = [
     VariantSpec("pytorch-fp32", "pytorch", "fp32", "sentence-transformers on torch (the model card's way)"),
+    VariantSpec(
+        "pytorch-bf16", "pytorch", "bf16", "sentence-transformers on torch, model_kwargs dtype=torch.bfloat16"
+    ),
     VariantSpec("st-onnx-fp32", "st-onnx", "fp32", "sentence-transformers backend='onnx'"),
     VariantSpec(
         "st-onnx-int8", "st-onnx", "int8", "sentence-transformers export_dynamic_quantized_onnx_model"
+    ),
+    VariantSpec("fastembed-fp32", "fastembed", "fp32", "fastembed on sentence-transformers' ONNX export"),
+    VariantSpec(
+        "openvino",
+        "openvino",
+        "default",
+        "OpenVINO's runtime on sentence-transformers' ONNX export, default precision (bf16 on AMX)",
+    ),
+    VariantSpec(
+        "openvino-int8",
+        "openvino",
+        "int8",
+        "NNCF static int8 of that graph (transformer preset, 300 STS-B calibration sentences)",
     ),
     VariantSpec(
         "gist-onnx-fp32",
@@ -54,6 +73,22 @@ SPECS = [
         "fp32",
         "gist-onnx --optimize O2 (transformer fusions applied at export)",
         "gist-onnx-O2",
+    ),
+    VariantSpec(
+        "gist-onnx-openvino-fp32",
+        "gist-onnx",
+        "fp32",
+        "gist-onnx provider='openvino' (ONNX Runtime's OpenVINO plugin, f32 inference)",
+        "gist-onnx",
+        "openvino",
+    ),
+    VariantSpec(
+        "gist-onnx-openvino-bf16",
+        "gist-onnx",
+        "bf16",
+        "gist-onnx provider='openvino' precision='bf16' (the fp32 graph in bf16, native bf16 only)",
+        "gist-onnx",
+        "openvino",
     ),
     VariantSpec(
         "gist-onnx-int8",
@@ -74,6 +109,36 @@ SPECS = [
 BASELINE = "pytorch-fp32"
 
 
+def skip_reason(spec: VariantSpec) -> str | None:
+    """Why ``spec`` cannot run on this machine (a package missing, the CPU lacking what it needs),
+    or None: a peer that is not here is reported as skipped, never silently dropped."""
+    from benchmarks import peers
+
+    if spec.stack == "pytorch" and spec.precision == "bf16":
+        return peers.pytorch_bf16_skip()
+    if spec.stack == "fastembed":
+        return peers.missing("fastembed")
+    if spec.stack == "openvino":
+        return peers.missing("openvino", "nncf") if spec.precision == "int8" else peers.missing("openvino")
+    if spec.provider == "openvino":
+        return _openvino_provider_skip(spec.precision)
+    return None
+
+
+def _openvino_provider_skip(precision: str) -> str | None:
+    import onnxruntime as ort
+
+    from gist_onnx import openvino
+    from gist_onnx.errors import ProviderError
+
+    try:
+        openvino.cpu_device(ort.get_ep_devices(), openvino.register())
+        openvino.load_config(precision)
+    except ProviderError as error:
+        return str(error)
+    return None
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The folders every variant loads from, made once per model."""
@@ -82,6 +147,12 @@ class Prepared:
     st_onnx_dir: Path  # its copy with sentence-transformers' ONNX exports under onnx/
     st_int8_file: str  # that int8 graph, relative to st_onnx_dir
     gist_dirs: dict[str, Path]  # gist-onnx's exports, by their name in EXPORTS
+    openvino_int8: Path | None  # NNCF's static int8 IR of st_onnx_dir's graph, where nncf is installed
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """gist-onnx's manifest: the model's pooling, normalization and length, for the peers."""
+        return json.loads((self.gist_dirs["gist-onnx"] / "manifest.json").read_text())
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON, for a variant loaded in another process."""
@@ -90,6 +161,7 @@ class Prepared:
             "st_onnx_dir": str(self.st_onnx_dir),
             "st_int8_file": self.st_int8_file,
             "gist_dirs": {k: str(v) for k, v in self.gist_dirs.items()},
+            "openvino_int8": str(self.openvino_int8) if self.openvino_int8 else None,
         }
 
     @classmethod
@@ -99,12 +171,14 @@ class Prepared:
             Path(data["st_onnx_dir"]),
             data["st_int8_file"],
             {k: Path(v) for k, v in data["gist_dirs"].items()},
+            Path(data["openvino_int8"]) if data["openvino_int8"] else None,
         )
 
 
-def prepare(model_dir: Path, work: Path, st_preset: str) -> Prepared:
+def prepare(model_dir: Path, work: Path, st_preset: str, calibration: list[str]) -> Prepared:
     """Export the model for sentence-transformers' ONNX backend (its int8 for ``st_preset``, an
-    instruction set) and for gist-onnx (its defaults: a portable int8 graph)."""
+    instruction set), for gist-onnx (its defaults: a portable int8 graph) and, where NNCF is
+    installed, OpenVINO's static int8 (calibrated on ``calibration``)."""
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
     from gist_onnx.export import export_model
@@ -125,16 +199,38 @@ def prepare(model_dir: Path, work: Path, st_preset: str) -> Prepared:
     for name, options in EXPORTS.items():
         if not (work / name / "manifest.json").is_file():
             export_model(str(model_dir), work / name, force=True, **options)
-    return Prepared(model_dir, st_dir, int8_file, {name: work / name for name in EXPORTS})
+    gist_dirs = {name: work / name for name in EXPORTS}
+    openvino_int8 = None
+    if skip_reason(next(s for s in SPECS if s.name == "openvino-int8")) is None:
+        from benchmarks.peers import quantize_openvino_int8
+
+        manifest = json.loads((gist_dirs["gist-onnx"] / "manifest.json").read_text())
+        openvino_int8 = quantize_openvino_int8(
+            st_dir / "onnx" / "model.onnx", st_dir / "tokenizer.json", manifest, calibration,
+            work / "openvino-int8",
+        )  # fmt: skip
+    return Prepared(model_dir, st_dir, int8_file, gist_dirs, openvino_int8)
 
 
 def load(spec: VariantSpec, prepared: Prepared) -> Encode:
     """Build a variant's encode function (models load here, outside any timing)."""
+    from benchmarks import peers
+
     if spec.stack == "gist-onnx":
         from gist_onnx import Embedder
 
-        embedder = Embedder(prepared.gist_dirs[spec.export], provider="cpu", precision=spec.precision)
+        embedder = Embedder(prepared.gist_dirs[spec.export], provider=spec.provider, precision=spec.precision)
         return lambda texts, batch_size: embedder.encode(texts, batch_size=batch_size)
+    tokenizer = prepared.st_onnx_dir / "tokenizer.json"
+    if spec.stack == "openvino":
+        graph = (
+            prepared.openvino_int8 if spec.precision == "int8" else prepared.st_onnx_dir / "onnx/model.onnx"
+        )
+        return peers.load_openvino(graph, tokenizer, prepared.manifest)
+    if spec.stack == "fastembed":
+        return peers.load_fastembed(prepared.st_onnx_dir, prepared.manifest)
+    if spec.stack == "pytorch" and spec.precision == "bf16":
+        return peers.load_pytorch_bf16(prepared.model_dir)
 
     from sentence_transformers import SentenceTransformer
 
