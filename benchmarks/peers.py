@@ -18,14 +18,13 @@ package is missing, or that this CPU cannot run well, is skipped with the reason
 from __future__ import annotations
 
 import importlib.util
-import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from benchmarks.common import Encode
+from gist_onnx.manifest import Manifest
 from gist_onnx.openvino import native_bf16
 
 CALIBRATION_SENTENCES = 300  # as sentence-transformers' static OpenVINO export defaults to
@@ -55,43 +54,38 @@ def load_pytorch_bf16(model_dir: Path) -> Encode:
     ).astype(np.float32)
 
 
-class _Pipeline:
-    """Tokenize, run one graph, pool and normalize: what an OpenVINO user writes around its runtime.
+class Pipeline:
+    """Tokenize, run one graph, pool and normalize: what a user writes around another runtime.
 
+    The tokens, pooling and normalization are gist-onnx's own (``TextTokenizer`` and the
+    manifest of the model's gist-onnx folder), so the peers differ from us only in the engine.
     Texts are sorted by length before batching, as sentence-transformers' encode does, so padding
     costs the peer no more than it costs us.
     """
 
-    def __init__(self, tokenizer_file: Path, manifest: dict[str, Any], infer) -> None:
-        from tokenizers import Tokenizer
+    def __init__(self, folder: Path, infer: Callable[[dict[str, np.ndarray]], np.ndarray] | None) -> None:
+        from gist_onnx.manifest import read_manifest
+        from gist_onnx.tokenize import TextTokenizer
 
-        from gist_onnx.pooling import normalize, pool
-
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
-        self.tokenizer.enable_truncation(manifest["max_seq_length"])
-        self.tokenizer.enable_padding()
-        self.mode, self.normalized = manifest["pooling"], manifest["normalize"]
-        self.pool, self.normalize = pool, normalize
+        self.manifest = read_manifest(folder)
+        self.tokenizer = TextTokenizer(folder / self.manifest.tokenizer.file, self.manifest.max_seq_length)
         self.infer = infer
 
     def feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(texts)
-        return {
-            "input_ids": np.array([e.ids for e in encodings], np.int64),
-            "attention_mask": np.array([e.attention_mask for e in encodings], np.int64),
-            "token_type_ids": np.array([e.type_ids for e in encodings], np.int64),
-        }
+        if self.manifest.lowercase:
+            texts = [text.lower() for text in texts]
+        return self.tokenizer.pad(self.tokenizer.encode(texts), self.manifest.inputs)
 
     def __call__(self, texts: list[str], batch_size: int) -> np.ndarray:
+        from gist_onnx.pooling import normalize, pool
+
+        assert self.infer is not None, "a pipeline built to make feeds only"
         order = np.argsort([-len(t) for t in texts], kind="stable")
         parts = []
         for start in range(0, len(texts), batch_size):
             feeds = self.feeds([texts[i] for i in order[start : start + batch_size]])
-            hidden = self.infer(feeds)
-            vectors = self.pool(hidden, feeds["attention_mask"], self.mode)
-            if self.normalized:
-                vectors = self.normalize(vectors)
-            parts.append(vectors.astype(np.float32, copy=False))
+            vectors = pool(self.infer(feeds), feeds["attention_mask"], self.manifest.pooling)
+            parts.append((normalize(vectors) if self.manifest.normalize else vectors).astype(np.float32))
         out = np.empty((len(texts), parts[0].shape[1]), np.float32)
         out[order] = np.concatenate(parts)
         return out
@@ -104,12 +98,10 @@ def openvino_precision() -> str:
     return ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
 
 
-def load_openvino(
-    graph: Path, tokenizer_file: Path, manifest: dict[str, Any], config: dict[str, str] | None = None
-) -> Encode:
-    """OpenVINO's runtime on ``graph`` (ONNX or IR), its CPU plugin's default precision, LATENCY hint
-    (one request at a time, all cores: what optimum-intel sets for a single model); ``config``
-    adds or overrides CPU plugin properties."""
+def load_openvino(graph: Path, folder: Path, config: dict[str, str] | None = None) -> Encode:
+    """OpenVINO's runtime on ``graph`` (ONNX or IR) of the model in gist-onnx ``folder``, its CPU
+    plugin's default precision, LATENCY hint (one request at a time, all cores: what optimum-intel
+    sets for a single model); ``config`` adds or overrides CPU plugin properties."""
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(graph), "CPU", {"PERFORMANCE_HINT": "LATENCY", **(config or {})})
@@ -119,15 +111,22 @@ def load_openvino(
     def infer(feeds: dict[str, np.ndarray]) -> np.ndarray:
         return request.infer({name: feeds[name] for name in names})[compiled.outputs[0]]
 
-    return _Pipeline(tokenizer_file, manifest, infer)
+    return Pipeline(folder, infer)
 
 
-def quantize_openvino_int8(
-    graph: Path, tokenizer_file: Path, manifest: dict[str, Any], sentences: list[str], out: Path
-) -> Path:
-    """NNCF's static int8 of ``graph`` (transformer preset), calibrated on ``sentences`` one at a
-    time; written as OpenVINO IR under ``out`` (model.xml), written last so a half-made one is
-    never taken for a made one."""
+def load_onnxruntime(graph: Path, folder: Path) -> Encode:
+    """ONNX Runtime's CPU provider on ``graph`` of the model in gist-onnx ``folder``, defaults."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    return Pipeline(folder, lambda feeds: session.run(None, {n: feeds[n] for n in names})[0])
+
+
+def quantize_openvino_int8(graph: Path, folder: Path, sentences: list[str], out: Path) -> Path:
+    """NNCF's static int8 of ``graph`` (the model in gist-onnx ``folder``; transformer preset),
+    calibrated on ``sentences`` one at a time; written as OpenVINO IR under ``out`` (model.xml),
+    written last so a half-made one is never taken for a made one."""
     import nncf
     import openvino as ov
 
@@ -135,7 +134,7 @@ def quantize_openvino_int8(
     if xml.is_file():
         return xml
     out.mkdir(parents=True, exist_ok=True)
-    pipeline = _Pipeline(tokenizer_file, manifest, infer=None)
+    pipeline = Pipeline(folder, infer=None)
     model = ov.Core().read_model(str(graph))
     names = [port.get_any_name() for port in model.inputs]
     calibration = [
@@ -155,7 +154,7 @@ def quantize_openvino_int8(
     return xml
 
 
-def load_fastembed(st_onnx_dir: Path, manifest: dict[str, Any]) -> Encode:
+def load_fastembed(st_onnx_dir: Path, manifest: Manifest) -> Encode:
     """fastembed on sentence-transformers' ONNX export, registered as a custom local model with
     the model's own pooling, normalization and length.
 
@@ -172,21 +171,17 @@ def load_fastembed(st_onnx_dir: Path, manifest: dict[str, Any]) -> Encode:
     if not any(m["model"] == name for m in TextEmbedding.list_supported_models()):
         TextEmbedding.add_custom_model(
             name,
-            pooling={"cls": PoolingType.CLS, "mean": PoolingType.MEAN}[manifest["pooling"]],
-            normalization=manifest["normalize"],
+            pooling={"cls": PoolingType.CLS, "mean": PoolingType.MEAN}[manifest.pooling],
+            normalization=manifest.normalize,
             sources=ModelSource(hf=name),
-            dim=manifest["embedding_dim"],
+            dim=manifest.embedding_dim,
             model_file="onnx/model.onnx",
         )
     model = TextEmbedding(name, specific_model_path=str(st_onnx_dir))
-    model.model.tokenizer.enable_truncation(manifest["max_seq_length"])
+    model.model.tokenizer.enable_truncation(manifest.max_seq_length)
 
     def encode(texts: list[str], batch_size: int) -> np.ndarray:
         vectors: Iterator[np.ndarray] = model.embed(texts, batch_size=batch_size)
         return np.stack(list(vectors)).astype(np.float32, copy=False)
 
     return encode
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "manifest.json").read_text())

@@ -7,7 +7,6 @@ Each variant is built from one sentence-transformers model folder and exposes th
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,9 +149,9 @@ class Prepared:
     openvino_int8: Path | None  # NNCF's static int8 IR of st_onnx_dir's graph, where nncf is installed
 
     @property
-    def manifest(self) -> dict[str, Any]:
-        """gist-onnx's manifest: the model's pooling, normalization and length, for the peers."""
-        return json.loads((self.gist_dirs["gist-onnx"] / "manifest.json").read_text())
+    def folder(self) -> Path:
+        """gist-onnx's default export: the tokenizer and manifest the peers' pipelines read."""
+        return self.gist_dirs["gist-onnx"]
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON, for a variant loaded in another process."""
@@ -204,11 +203,9 @@ def prepare(model_dir: Path, work: Path, st_preset: str, calibration: list[str])
     if skip_reason(next(s for s in SPECS if s.name == "openvino-int8")) is None:
         from benchmarks.peers import quantize_openvino_int8
 
-        manifest = json.loads((gist_dirs["gist-onnx"] / "manifest.json").read_text())
         openvino_int8 = quantize_openvino_int8(
-            st_dir / "onnx" / "model.onnx", st_dir / "tokenizer.json", manifest, calibration,
-            work / "openvino-int8",
-        )  # fmt: skip
+            st_dir / "onnx" / "model.onnx", gist_dirs["gist-onnx"], calibration, work / "openvino-int8"
+        )
     return Prepared(model_dir, st_dir, int8_file, gist_dirs, openvino_int8)
 
 
@@ -221,14 +218,15 @@ def load(spec: VariantSpec, prepared: Prepared) -> Encode:
 
         embedder = Embedder(prepared.gist_dirs[spec.export], provider=spec.provider, precision=spec.precision)
         return lambda texts, batch_size: embedder.encode(texts, batch_size=batch_size)
-    tokenizer = prepared.st_onnx_dir / "tokenizer.json"
     if spec.stack == "openvino":
         graph = (
             prepared.openvino_int8 if spec.precision == "int8" else prepared.st_onnx_dir / "onnx/model.onnx"
         )
-        return peers.load_openvino(graph, tokenizer, prepared.manifest)
+        return peers.load_openvino(graph, prepared.folder)
     if spec.stack == "fastembed":
-        return peers.load_fastembed(prepared.st_onnx_dir, prepared.manifest)
+        from gist_onnx.manifest import read_manifest
+
+        return peers.load_fastembed(prepared.st_onnx_dir, read_manifest(prepared.folder))
     if spec.stack == "pytorch" and spec.precision == "bf16":
         return peers.load_pytorch_bf16(prepared.model_dir)
 

@@ -96,7 +96,6 @@ def build(export_dir: Path, work: Path, calibration: list[str]) -> dict[str, Pat
     import nncf
     import openvino as ov
 
-    manifest = peers.read_manifest(export_dir)
     fp32, int8 = export_dir / "model.onnx", export_dir / "model_int8.onnx"
     work.mkdir(parents=True, exist_ok=True)
     elementwise = work / "model_int8_elementwise.onnx"
@@ -109,9 +108,7 @@ def build(export_dir: Path, work: Path, calibration: list[str]) -> dict[str, Pat
             ov.Core().read_model(str(fp32)), mode=nncf.CompressWeightsMode.INT8_SYM
         )
         ov.save_model(compressed, str(weight_only))
-    static = peers.quantize_openvino_int8(
-        fp32, export_dir / "tokenizer.json", manifest, calibration, work / "static"
-    )
+    static = peers.quantize_openvino_int8(fp32, export_dir, calibration, work / "static")
     return {
         "openvino-fp32-graph": fp32,
         "per-token": int8,
@@ -126,23 +123,12 @@ def build(export_dir: Path, work: Path, calibration: list[str]) -> dict[str, Pat
 
 def loaders(export_dir: Path, graphs: dict[str, Path]) -> dict[str, Callable[[], Encode]]:
     """Each design's encode function, built on call (a failure is the design's result)."""
-    manifest = peers.read_manifest(export_dir)
-    tokenizer = export_dir / "tokenizer.json"
 
     def openvino(design: str, config: dict[str, str] | None = None) -> Callable[[], Encode]:
-        return lambda: peers.load_openvino(graphs[design], tokenizer, manifest, config)
+        return lambda: peers.load_openvino(graphs[design], export_dir, config)
 
     def onnxruntime(design: str) -> Callable[[], Encode]:
-        import onnxruntime as ort
-
-        def load() -> Encode:
-            session = ort.InferenceSession(str(graphs[design]), providers=["CPUExecutionProvider"])
-            names = [i.name for i in session.get_inputs()]
-            return peers._Pipeline(
-                tokenizer, manifest, lambda feeds: session.run(None, {n: feeds[n] for n in names})[0]
-            )
-
-        return load
+        return lambda: peers.load_onnxruntime(graphs[design], export_dir)
 
     return {
         "openvino-fp32-graph": openvino("openvino-fp32-graph"),

@@ -206,13 +206,15 @@ def resolve_on_ray(spec: WorkSpec, plan: RayPlan) -> RuntimeInfo:
     """Open the model where the actors will run, with their resources, to learn what it gets."""
     import ray
 
-    task = ray.remote(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)(_resolve)
+    task = ray.remote(num_cpus=plan.num_cpus, num_gpus=plan.num_gpus)(resolve_runtime)
     return ray.get(task.remote(spec.model_dir, spec.provider, spec.precision))
 
 
-def _resolve(model_dir: str, provider: str, precision: str) -> RuntimeInfo:
+def resolve_runtime(model_dir: str, provider: str, precision: str) -> RuntimeInfo:
+    """Open the model once, as a worker will, to learn the device and graph it really gets."""
     from gist_onnx import Embedder
 
+    # The workers verify the checksums; here only what the session resolves matters.
     return Embedder(model_dir, provider=provider, precision=precision, threads=1, verify_checksums=False).info
 
 

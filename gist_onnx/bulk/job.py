@@ -18,7 +18,15 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gist_onnx.bulk.engines import WorkSpec, ray_plan, resolve_on_ray, run_local, run_ray, start_ray
+from gist_onnx.bulk.engines import (
+    WorkSpec,
+    ray_plan,
+    resolve_on_ray,
+    resolve_runtime,
+    run_local,
+    run_ray,
+    start_ray,
+)
 from gist_onnx.bulk.shards import Shard, ShardResult, finished, plan_shards
 from gist_onnx.bulk.storage import (
     DatasetError,
@@ -27,11 +35,11 @@ from gist_onnx.bulk.storage import (
     check_output,
     delete,
     expand,
+    is_temporary,
     join,
     listing,
     write_bytes,
 )
-from gist_onnx.embedder import Embedder
 from gist_onnx.progress import Progress
 from gist_onnx.session import RuntimeInfo
 
@@ -149,17 +157,11 @@ def _start_engine(
         plan = ray_plan(spec.provider, workers, spec.threads, gpus_per_worker, start_ray(ray_address))
         info = resolve_on_ray(spec, plan)
     else:
-        info = resolve_runtime(Path(spec.model_dir), spec.provider, spec.precision)
+        info = resolve_runtime(spec.model_dir, spec.provider, spec.precision)
     pinned = replace(spec, precision=info.precision, provider=info.device)
     if engine == "ray":
         return (lambda todo: run_ray(todo, pinned, plan)), info, pinned
     return (lambda todo: run_local(todo, pinned, min(local_workers, len(todo)))), info, pinned
-
-
-def resolve_runtime(model_dir: Path, provider: str, precision: str) -> RuntimeInfo:
-    """Open the model once, as a worker here will, to learn the device and graph it really gets."""
-    # The workers verify the checksums; here only what the session resolves matters.
-    return Embedder(model_dir, provider=provider, precision=precision, threads=1, verify_checksums=False).info
 
 
 def _prepare_output(output: str, shards: list[Shard], options: Options) -> None:
@@ -175,7 +177,7 @@ def _prepare_output(output: str, shards: list[Shard], options: Options) -> None:
         )
     delete(join(output, SUCCESS), options)  # whatever happens next, the old success is stale
     for entry in present:
-        if entry.name.startswith(".") and ".tmp-" in entry.name:
+        if is_temporary(entry.name):
             delete(entry.uri, options)  # a writer that died before its rename: computed again
 
 

@@ -17,7 +17,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -144,9 +144,7 @@ def read_rows(shard: Shard, text_column: str, id_column: str | None, options: Op
     else:
         rows = _read_jsonl(shard, text_column, id_column, options)
     if id_column is None:
-        rows = Rows(
-            rows.texts, [f"{shard.source}:{row}" for row in range(shard.start, shard.stop)], rows.decoded
-        )
+        rows = replace(rows, ids=[f"{shard.source}:{row}" for row in range(shard.start, shard.stop)])
     return rows
 
 

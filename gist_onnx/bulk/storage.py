@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlencode
@@ -27,6 +27,7 @@ from gist_onnx.errors import GistOnnxError
 # pyarrow's type names of the stores where an object appears only once its upload is complete.
 OBJECT_STORES = frozenset({"s3", "gcs", "abfs"})
 Options = tuple[tuple[str, str], ...]
+TEMPORARY_MARK = ".tmp-"  # in the name a file system writer uses until its file is complete
 
 
 class DatasetError(GistOnnxError):
@@ -197,26 +198,37 @@ def open_input(uri: str, options: Options = ()) -> pa.NativeFile:
         raise DatasetError(f"{uri}: cannot be read: {_first_line(exc)}") from exc
 
 
-def write_table(table: pa.Table, uri: str, options: Options = ()) -> None:
-    """Write a Parquet file that appears whole or not at all."""
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one a writer uses until its file is complete (left by a dead one)."""
+    return name.startswith(".") and TEMPORARY_MARK in name
+
+
+def _write_whole(uri: str, options: Options, write: Callable[[pafs.FileSystem, str], None]) -> None:
+    """Run ``write(filesystem, path)`` so that ``uri`` appears whole or not at all."""
     filesystem, path = resolve(uri, options)
     if filesystem.type_name in OBJECT_STORES:
-        pq.write_table(table, path, filesystem=filesystem)  # visible once the upload completes
+        write(filesystem, path)  # visible once the upload completes
         return
     folder, name = path.rsplit("/", 1)
     filesystem.create_dir(folder, recursive=True)
-    temporary = f"{folder}/.{name}.tmp-{os.getpid()}"
-    pq.write_table(table, temporary, filesystem=filesystem)
+    temporary = f"{folder}/.{name}{TEMPORARY_MARK}{os.getpid()}"
+    write(filesystem, temporary)
     filesystem.move(temporary, path)  # atomic on a file system: the name means complete
+
+
+def write_table(table: pa.Table, uri: str, options: Options = ()) -> None:
+    """Write a Parquet file that appears whole or not at all."""
+    _write_whole(uri, options, lambda filesystem, path: pq.write_table(table, path, filesystem=filesystem))
 
 
 def write_bytes(uri: str, data: bytes, options: Options = ()) -> None:
     """A small file (a manifest, a marker), whole or not at all."""
-    filesystem, path = resolve(uri, options)
-    if filesystem.type_name not in OBJECT_STORES:
-        filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with filesystem.open_output_stream(path) as stream:
-        stream.write(data)
+
+    def write(filesystem: pafs.FileSystem, path: str) -> None:
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+
+    _write_whole(uri, options, write)
 
 
 def delete(uri: str, options: Options = ()) -> None:
