@@ -15,6 +15,14 @@ from dataclasses import dataclass
 RUN_OVERHEAD_TOKENS = 16
 # Runs in a row that may pass over the oldest waiting request before it leads one.
 PATIENCE = 4
+# A run's lengths are chosen among its lead and the oldest few other requests; texts of the older
+# part of the queue then fill it. So a text that has waited is not passed over again and again for
+# texts of a luckier length that just came, and the newest quarter waits its turn (unless the run
+# holds every older text: then it jumps nobody). With 64 clients
+# the p99/p50 of a closed loop falls from about 3 to 1.7 for ~4% fewer tokens per unit of cost
+# (docs/serving.md, "How it batches").
+SHAPING_REQUESTS = 8
+FILLING_SHARE = 0.75
 
 
 def longest_first(lengths: Sequence[int], candidates: Sequence[int] | None = None) -> list[int]:
@@ -63,17 +71,39 @@ def run_around(head: int, candidates: Sequence[int], lengths: Sequence[int], bud
             break  # windows starting further up cannot reach the head
         held += width
         end, real = at + 1, held
-        score = real / (width * (end - start) + RUN_OVERHEAD_TOKENS)
+        score = _score(real, width, end - start)
         # Texts come shortest last, so each one added is worth less than the one before: grow
         # the window while the next text still raises the score, then stop.
         while end < len(order) and end - start < most:
-            grown = (real + lengths[order[end]]) / (width * (end + 1 - start) + RUN_OVERHEAD_TOKENS)
+            grown = _score(real + lengths[order[end]], width, end + 1 - start)
             if grown < score:
                 break
             real, end, score = real + lengths[order[end]], end + 1, grown
         if score > best_score:
             best, best_score = order[start:end], score
     return best
+
+
+def fill_run(
+    run: Sequence[int], extra: Sequence[int], lengths: Sequence[int], budget: int | None
+) -> list[int]:
+    """Texts of ``extra`` that join ``run`` without widening it or lowering its real tokens per
+    unit of cost, longest first (ties keep their order), within ``budget`` padded tokens."""
+    width = max(lengths[k] for k in run)
+    most = run_size(width, None, budget)
+    real, size = sum(lengths[k] for k in run), len(run)
+    joined = []
+    for k in sorted((k for k in extra if lengths[k] <= width), key=lambda k: -lengths[k]):
+        if size >= most or _score(real + lengths[k], width, size + 1) < _score(real, width, size):
+            break  # shortest last: once one lowers the score, every later one does
+        joined.append(k)
+        real, size = real + lengths[k], size + 1
+    return joined
+
+
+def _score(real: int, width: int, size: int) -> float:
+    """Real tokens per unit of cost of a run of ``size`` texts padded to ``width``."""
+    return real / (width * size + RUN_OVERHEAD_TOKENS)
 
 
 def run_around_oldest(candidates: list[int], lengths: list[int], budget: int | None) -> list[int]:
@@ -95,7 +125,12 @@ class Waiting:
 
 
 def choose_run(
-    waiting: Sequence[Waiting], budget: int | None, slice_tokens: int | None, patience: int = PATIENCE
+    waiting: Sequence[Waiting],
+    budget: int | None,
+    slice_tokens: int | None,
+    patience: int = PATIENCE,
+    shaping: int = SHAPING_REQUESTS,
+    filling_share: float = FILLING_SHARE,
 ) -> list[tuple[int, int]]:
     """The next run, as (request, text) pairs; ``waiting`` is in arrival order, oldest first.
 
@@ -106,6 +141,10 @@ def choose_run(
     model says so. A request larger than that never joins another's run, and a run it leads
     holds at most ``slice_tokens`` padded tokens, so a text that arrives meanwhile waits for at
     most one slice. ``slice_tokens=None`` never slices: every run may take ``budget``.
+
+    Only the ``shaping`` oldest of those small requests shape the run around the lead; then the
+    texts of the oldest ``filling_share`` of them fill it where they fit (``fill_run``), and
+    those of the newest only if that left no older text out.
     """
     if not waiting:
         return []
@@ -119,8 +158,17 @@ def choose_run(
     # of its shortest could hold (so a request of thousands of texts costs little to consider).
     lead_lengths = waiting[lead].lengths
     prefix = run_size(lead_lengths[-1], None, cap) if lead_lengths else 0
-    pairs = [(lead, k) for k in range(min(len(lead_lengths), prefix))]
-    pairs += [(r, k) for r in small if r != lead for k in range(len(waiting[r].lengths))]
+    others = [r for r in small if r != lead]
+    older = max(shaping, round(len(others) * filling_share))
+    texts_of = lambda requests: [(r, k) for r in requests for k in range(len(waiting[r].lengths))]  # noqa: E731
+    pairs = [(lead, k) for k in range(min(len(lead_lengths), prefix))] + texts_of(others[:shaping])
+    shaped = len(pairs)
+    pairs += texts_of(others[shaping:older])
+    filled = len(pairs)
+    pairs += texts_of(others[older:])
     lengths = [waiting[r].lengths[k] for r, k in pairs]
-    chosen = run_around(0, range(len(pairs)), lengths, cap)
-    return sorted(pairs[i] for i in chosen)
+    run = run_around(0, range(shaped), lengths, cap)
+    run += fill_run(run, range(shaped, filled), lengths, cap)
+    if len(run) == filled:  # no older text left out: the newest jump nobody, and join where they fit
+        run += fill_run(run, range(filled, len(pairs)), lengths, cap)
+    return sorted(pairs[i] for i in run)

@@ -6,7 +6,9 @@ the worker thread), so that what waits in the pool at the next choice is known e
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import threading
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
@@ -17,7 +19,13 @@ import pytest
 
 from gist_onnx import Embedder
 from gist_onnx.batcher import SLICE_OF_BUDGET, Batcher, Job, NotAccepting, QueueFull, RunStats
-from gist_onnx.planning import PATIENCE, RUN_OVERHEAD_TOKENS, Waiting, choose_run, run_around_oldest
+from gist_onnx.planning import (
+    PATIENCE,
+    RUN_OVERHEAD_TOKENS,
+    Waiting,
+    choose_run,
+    run_around_oldest,
+)
 
 pytestmark = pytest.mark.core
 WAIT = 30  # seconds: a bound on every wait, never reached when the code works
@@ -304,3 +312,44 @@ def test_the_oldest_leads_once_it_has_been_passed_over_patience_times() -> None:
     assert (0, 0) in run and sum(40 for r, _ in run if r == 0) <= 128
     waiting = [Waiting([40] * 30, passed_over=PATIENCE - 1), Waiting([12])]
     assert choose_run(waiting, budget=512, slice_tokens=128) == [(1, 0)]
+
+
+def test_the_newest_texts_jump_no_older_text_left_out() -> None:
+    # The oldest (12 tokens) runs alone: 40-token texts cannot share a run of 64 padded tokens.
+    # Four new 12-token texts would fit beside it, but older texts wait: they wait their turn.
+    waiting = [Waiting([12])] + [Waiting([40])] * 11 + [Waiting([12])] * 4
+    assert choose_run(waiting, budget=64, slice_tokens=None) == [(0, 0)]
+    anyone = choose_run(waiting, budget=64, slice_tokens=None, shaping=len(waiting), filling_share=1.0)
+    assert len(anyone) == 5  # without the rule they would have jumped the queue
+    # With no older text left out they jump nobody, and join: a burst goes in one run.
+    burst = [Waiting([12])] * 5
+    assert choose_run(burst, budget=64, slice_tokens=None) == [(r, 0) for r in range(5)]
+
+
+def test_a_closed_loop_of_64_clients_has_a_short_tail_for_little_padding() -> None:
+    """64 clients, each sending its next text when the last is answered, simulated on choose_run
+    with its own cost model (a run costs its padded tokens plus RUN_OVERHEAD_TOKENS)."""
+
+    def closed_loop(choose) -> tuple[float, float]:  # p99 / p50 of the waits; real tokens per cost
+        rng = random.Random(0)
+        new_text = lambda: min(60, max(5, int(rng.lognormvariate(2.6, 0.5))))  # noqa: E731 (~STS-B)
+        queue = [[0.0, new_text(), 0] for _ in range(64)]  # arrived at, tokens, passed over
+        now, waits, real, cost = 0.0, [], 0, 0
+        for _ in range(2000):
+            taken = {r for r, _ in choose([Waiting([t], p) for _, t, p in queue], 512, 64)}
+            run_cost = RUN_OVERHEAD_TOKENS + len(taken) * max(queue[r][1] for r in taken)
+            now, cost = now + run_cost, cost + run_cost
+            for r, item in enumerate(queue):
+                item[2] = 0 if r in taken else item[2] + 1
+            waits += [now - queue[r][0] for r in taken]
+            real += sum(queue[r][1] for r in taken)
+            queue = [item for r, item in enumerate(queue) if r not in taken]
+            queue += [[now, new_text(), 0] for _ in taken]
+        waits = waits[len(waits) // 10 :]  # from the steady state
+        return float(np.percentile(waits, 99) / np.percentile(waits, 50)), real / cost
+
+    tail, efficiency = closed_loop(choose_run)
+    anyone = functools.partial(choose_run, shaping=1 << 30, filling_share=1.0)  # any text may join
+    anyone_tail, anyone_efficiency = closed_loop(anyone)
+    assert anyone_tail > 2.5 and tail < 2.0  # texts of a luckier length no longer jump the old ones
+    assert efficiency > 0.94 * anyone_efficiency  # for a little more padding (here 0.81 vs 0.85)
