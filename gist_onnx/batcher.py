@@ -5,7 +5,9 @@ free it takes the next run (gist_onnx.planning.choose_run): no timer, so a lone 
 once, and a busy worker batches by itself. Requests with the fewest texts left go first, so a
 request's wait depends on its own size, not on the size of those that came before it; a request
 larger than a slice is cut into slices, so a small one never waits behind more than one slice;
-and the oldest request leads a run whenever a few in a row passed it over, so none starves.
+the oldest texts shape each run, so a text is not passed over again and again for newer ones of a
+luckier length; and the oldest request leads a run whenever a few in a row passed it over, so
+none starves.
 Admission follows the same order: a request is refused (QueueFull) only if the texts that would be
 served before it, with its own, exceed ``max_queue``. A job's future gets its raw pooled vectors as
 soon as its last text is computed (normalizing is the caller's, per request); a cancelled job's
