@@ -232,9 +232,7 @@ class Batcher:
                 self._lock.wait()
             jobs = self._jobs if self.batching else self._jobs[:1]
             slice_tokens = budget // SLICE_OF_BUDGET if budget is not None and self.batching else None
-            views = [
-                Waiting([len(job.encodings[i].ids) for i in job.pending], job.passed_over) for job in jobs
-            ]
+            views = [Waiting([job.lengths[i] for i in job.pending], job.passed_over) for job in jobs]
             chosen = [(jobs[r], jobs[r].pending[k]) for r, k in choose_run(views, budget, slice_tokens)]
             taken = {id(job) for job, _ in chosen}
             for job in self._jobs:

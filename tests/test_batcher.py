@@ -19,13 +19,7 @@ import pytest
 
 from gist_onnx import Embedder
 from gist_onnx.batcher import SLICE_OF_BUDGET, Batcher, Job, NotAccepting, QueueFull, RunStats
-from gist_onnx.planning import (
-    PATIENCE,
-    RUN_OVERHEAD_TOKENS,
-    Waiting,
-    choose_run,
-    run_around_oldest,
-)
+from gist_onnx.planning import PATIENCE, RUN_OVERHEAD_TOKENS, Waiting, choose_run, run_around_oldest
 
 pytestmark = pytest.mark.core
 WAIT = 30  # seconds: a bound on every wait, never reached when the code works
