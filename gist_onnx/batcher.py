@@ -37,7 +37,7 @@ WARM_UP_TEXTS = ["warm up", "a longer text to warm up the session " * 8]
 # A request whose remaining texts exceed this share of the token budget runs in slices of that
 # size, so that a text arriving meanwhile waits for one slice at most (docs/serving.md says what
 # it costs the big request).
-SLICE_OF_BUDGET = int(os.environ.get("GIST_SLICE", "8"))
+SLICE_OF_BUDGET = 8
 
 
 class QueueFull(Exception):
