@@ -18,6 +18,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from benchmarks.load import LoadResult, closed_loop, open_loop, poisson_arrivals
 from benchmarks.measure import alternating_latency, median, timed
 from benchmarks.traffic import FULL_TRAFFIC, QUICK_TRAFFIC, TrafficPlan, mixed_phase, sparse_phase, zipf_phase
 from benchmarks.traffic import markdown as traffic_markdown
+from gist_onnx.batcher import RunStats
 from gist_onnx.options import GRAPH_PRECISIONS
 
 
@@ -71,16 +73,20 @@ PASSAGE_TOKENS = 40  # the big client's passages (benchmarks.traffic.mixed_phase
 
 
 def open_loop_in_process(
-    folder: Path, provider: str, precision: str, rate: float, texts: list[str], seconds: float
-) -> LoadResult:
+    folder: Path, provider: str, precision: str, rate: float, texts: list[str], seconds: float,
+    on_run: Callable[[RunStats], None] | None = None,
+) -> LoadResult:  # fmt: skip
     """The server's batcher without HTTP under the same arrivals: a text is tokenized, queued and
-    awaited in this process, so what the queue itself costs at this load shows apart from HTTP."""
+    awaited in this process, so what the queue itself costs at this load shows apart from HTTP.
+    ``on_run`` sees each session run (gist_onnx.batcher.RunStats)."""
     from gist_onnx import Embedder
     from gist_onnx.batcher import Batcher, Job
 
     # Built on the batcher's worker thread, as the server builds it, so its threads run at the
     # worker's priority.
-    batcher = Batcher(lambda: Embedder(folder, provider=provider, precision=precision), max_queue=512)
+    batcher = Batcher(
+        lambda: Embedder(folder, provider=provider, precision=precision), max_queue=512, on_run=on_run
+    )
     batcher.start()
     if not batcher.wait_ready():
         raise RuntimeError(f"the model failed to load: {batcher.load_error}")
