@@ -1,20 +1,14 @@
-"""The packing study's feeds: packed and padded describe the same texts."""
+"""The packing study's packed feeds: positions and segments per text, and where each text starts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks.studies.packing import first_tokens, packed_feeds, padded_feeds
+from benchmarks.studies.packing import first_tokens, packed_feeds
 
 pytestmark = pytest.mark.core
 GROUP = [[101, 7, 8, 102], [101, 9, 102], [101, 102]]
-
-
-def test_padded_feeds_pad_to_the_longest_and_mask_the_padding() -> None:
-    feeds = padded_feeds(GROUP)
-    assert feeds["input_ids"].tolist() == [[101, 7, 8, 102], [101, 9, 102, 0], [101, 102, 0, 0]]
-    assert feeds["attention_mask"].sum(1).tolist() == [4, 3, 2]
 
 
 def test_packed_feeds_count_positions_and_segments_per_text() -> None:

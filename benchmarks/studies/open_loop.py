@@ -170,12 +170,12 @@ def measure(folder: Path, serve: dict[str, dict[str, float]], texts: list[str], 
             log(f"[{precision}] {share} of the peak ({rate:.1f}/s): the real batcher, then simulating")
             runs: list[RunStats] = []
             real = open_loop_in_process(folder, "cpu", precision, rate, texts, real_seconds, runs.append)
-            cost = fit_run_cost(runs)
+            figures, cost = real.summary(), fit_run_cost(runs)
             loads[share] = {
                 "rate_per_s": rate,
                 "real_batcher": {
-                    "p50_ms": real.summary()["p50_ms"],
-                    "p99_ms": real.summary()["p99_ms"],
+                    "p50_ms": figures["p50_ms"],
+                    "p99_ms": figures["p99_ms"],
                     "texts_per_run": float(np.mean([r.inputs for r in runs])),
                     "busy_share": sum(r.inference_seconds for r in runs) / real.seconds,
                 },

@@ -16,29 +16,22 @@ costs, attention over the whole row). The first token of each text must agree be
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from benchmarks import common
 from benchmarks.common import log
 from benchmarks.corpus import fixed_shuffle, load_stsb
 from benchmarks.measure import median, timed
+from gist_onnx.tokenize import TextTokenizer
 
 SIZES = (1, 2, 3, 4, 8, 16, 32)
+PADDED_INPUTS = ("input_ids", "attention_mask")
 GROUPS = 6  # groups of each size and kind; each timed 5 times after a warm-up, the median kept
-
-
-def padded_feeds(group: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
-    """Token ids padded to the longest text, and the attention mask."""
-    ids = np.zeros((len(group), max(len(t) for t in group)), np.int64)
-    mask = np.zeros_like(ids)
-    for row, text in enumerate(group):
-        ids[row, : len(text)], mask[row, : len(text)] = text, 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 def packed_feeds(group: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
@@ -86,8 +79,12 @@ def export_both(model_dir: Path, out: Path) -> dict[str, Path]:
         return graphs  # kept under --work from an earlier run
     out.mkdir(parents=True, exist_ok=True)
     example = [[101, 2000, 2001, 102], [101, 2003, 102]]
+    padded_example = {
+        "input_ids": np.array([[101, 2000, 2001, 102], [101, 2003, 102, 0]]),
+        "attention_mask": np.array([[1, 1, 1, 1], [1, 1, 1, 0]]),
+    }
     for name, module, feeds in (
-        ("padded", Padded(), padded_feeds(example)),
+        ("padded", Padded(), padded_example),
         ("packed", Packed(), packed_feeds(example)),
     ):
         axes = {0: "batch", 1: "tokens"} if name == "padded" else {1: "tokens"}
@@ -100,25 +97,26 @@ def export_both(model_dir: Path, out: Path) -> dict[str, Path]:
     return graphs
 
 
-def measure(graphs: dict[str, Path], texts: list[list[int]]) -> dict[str, Any]:
+def measure(graphs: dict[str, Path], tokenizer: TextTokenizer, texts: list[Encoding]) -> dict[str, Any]:
     """Agreement on 64 texts, then paired timings per group kind and size."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = len(os.sched_getaffinity(0))
+    def feeds_of(group: list[Encoding]) -> dict[str, dict[str, np.ndarray]]:
+        return {"padded": tokenizer.pad(group, PADDED_INPUTS), "packed": packed_feeds([e.ids for e in group])}
+
     sessions = {
-        n: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-        for n, p in graphs.items()
+        n: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for n, p in graphs.items()
     }
     rng = np.random.default_rng(0)
     sample = [texts[i] for i in rng.choice(len(texts), 64, replace=False)]
-    padded = sessions["padded"].run(None, padded_feeds(sample))[0][:, 0]
-    packed = first_tokens(sessions["packed"].run(None, packed_feeds(sample))[0], sample)
+    feeds = feeds_of(sample)
+    padded = sessions["padded"].run(None, feeds["padded"])[0][:, 0]
+    packed = first_tokens(sessions["packed"].run(None, feeds["packed"])[0], [e.ids for e in sample])
     cosine = (padded * packed).sum(1) / np.linalg.norm(padded, axis=1) / np.linalg.norm(packed, axis=1)
     results: dict[str, Any] = {
         "agreement": {"max_abs_diff": float(np.abs(padded - packed).max()), "min_cosine": float(cosine.min())}
     }
-    by_length = sorted(texts, key=len)
+    by_length = sorted(texts, key=lambda e: len(e.ids))
     for kind in ("random", "sorted"):
         rows = []
         for size in SIZES:
@@ -130,7 +128,7 @@ def measure(graphs: dict[str, Path], texts: list[list[int]]) -> dict[str, Any]:
                 else:
                     start = int(rng.integers(0, len(by_length) - size))
                     group = by_length[start : start + size]
-                feeds = {"padded": padded_feeds(group), "packed": packed_feeds(group)}
+                feeds = feeds_of(group)
                 order = ("padded", "packed") if index % 2 == 0 else ("packed", "padded")
                 ms = {}
                 for name in order:
@@ -138,7 +136,12 @@ def measure(graphs: dict[str, Path], texts: list[list[int]]) -> dict[str, Any]:
                     session.run(None, feed)  # warm-up: this shape's first run allocates
                     ms[name] = 1e3 * median([timed(lambda: session.run(None, feed)) for _ in range(5)])  # noqa: B023
                 pairs.append(
-                    (ms["padded"], ms["packed"], feeds["padded"]["input_ids"].size, sum(map(len, group)))
+                    (
+                        ms["padded"],
+                        ms["packed"],
+                        feeds["padded"]["input_ids"].size,
+                        feeds["packed"]["input_ids"].size,
+                    )
                 )
             padded_ms, packed_ms, padded_tokens, real_tokens = (
                 median([p[k] for p in pairs]) for k in range(4)
@@ -180,16 +183,18 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = common.parse_args("python -m benchmarks.studies.packing", __doc__, "packing", argv)
     import onnxruntime as ort
-    from tokenizers import Tokenizer
 
     with common.workspace(args.work, "gist-onnx-packing-") as (work, _):
         model = common.random_gist(work)
         graphs = export_both(model, work / "packing")
-        tokenizer = Tokenizer.from_file(str(model / "tokenizer.json"))
-        tokenizer.no_padding()
+        tokenizer = TextTokenizer(model / "tokenizer.json", 512)
         sentences = fixed_shuffle(load_stsb().sentences())[:1024]  # the serve benchmark's texts
-        texts = [e.ids for e in tokenizer.encode_batch(sentences)]
-        results = {**common.header(), "onnxruntime": ort.__version__, "measured": measure(graphs, texts)}
+        texts = tokenizer.encode(sentences)
+        results = {
+            **common.header(),
+            "onnxruntime": ort.__version__,
+            "measured": measure(graphs, tokenizer, texts),
+        }
     common.write(args.out, "packing", results, markdown(results))
     return 0
 
