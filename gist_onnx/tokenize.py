@@ -12,6 +12,21 @@ from tokenizers import Encoding, Tokenizer
 from gist_onnx.errors import ModelFolderError
 
 
+def batch_invariant_width(longest: int, max_seq_length: int) -> int:
+    """The width to pad a run to, its longest text being ``longest`` tokens, so that a first-token
+    graph gives every text the same vector bit for bit whatever its batch mates.
+
+    The last layer of such a graph multiplies one query row by the run's values (ONNX Runtime's
+    one-row kernel on x86, MLAS's SgemmKernelM1Avx, on every AVX CPU). That kernel sums the
+    products in groups of 4, then a group of 2, then one, and padding adds exact zeros: a text of
+    4k + 3 tokens run at exactly its own width comes out as (g + (x + y)) + z, and at any wider
+    width as g + ((x + y) + z), which rounds differently in the last bit. Every other length sums
+    the same at every width. So a run whose width is 3 past a multiple of 4 takes one more padded
+    token (not past the model's length, where a text cannot grow).
+    """
+    return longest + 1 if longest % 4 == 3 and longest < max_seq_length else longest
+
+
 class TextTokenizer:
     """A `tokenizers` tokenizer set up the way sentence-transformers calls it.
 
@@ -49,10 +64,16 @@ class TextTokenizer:
                     raise ValueError(f"text {index} cannot be tokenized: {exc}") from exc
             raise
 
-    def pad(self, encodings: Sequence[Encoding], input_names: Sequence[str]) -> dict[str, np.ndarray]:
-        """Pad encodings to their longest into the int64 arrays the graph declares."""
+    def pad(
+        self, encodings: Sequence[Encoding], input_names: Sequence[str], width: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Pad encodings to ``width`` tokens (None: their longest) into the int64 arrays the graph
+        declares."""
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        width = int(lengths.max())
+        longest = int(lengths.max())
+        if width is not None and width < longest:
+            raise ValueError(f"cannot pad texts of {longest} tokens to {width}")
+        width = longest if width is None else width
         real = np.arange(width)[None, :] < lengths[:, None]
         ids = np.full(real.shape, self.pad_id, dtype=np.int64)
         # Boolean assignment fills row-major, the order of the concatenated id lists.

@@ -17,7 +17,8 @@ from gist_onnx.planning import plan_runs
 from gist_onnx.pooling import normalize
 from gist_onnx.providers import CPU, CUDA, providers_for
 from gist_onnx.session import token_budget
-from tests.conftest import core_reference
+from gist_onnx.tokenize import batch_invariant_width
+from tests.conftest import MODELS, core_reference
 
 pytestmark = pytest.mark.core
 TEXTS = [f"sentence {i} " + "about things " * (i % 7) for i in range(37)]
@@ -64,6 +65,27 @@ def test_order_and_batch_size_do_not_change_vectors(embedder: Embedder) -> None:
         np.testing.assert_allclose(embedder.encode(TEXTS, batch_size=batch_size), alone, atol=1e-5)
     reversed_ = embedder.encode(TEXTS[::-1], batch_size=8)[::-1]
     np.testing.assert_allclose(reversed_, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "precision"), [("cls", "fp32"), ("cls", "int8"), ("mean", "fp32"), ("mean", "int8")]
+)
+def test_a_vector_does_not_depend_on_its_batch_mates_bit_for_bit(name: str, precision: str) -> None:
+    """Every length against every run width past it: the cache and the bulk job rely on it."""
+    embedder = Embedder(MODELS / name, precision=precision)
+    texts = embedder.tokenize(["the " * n for n in range(1, 30)])  # 3 to 31 tokens
+    for i, text in enumerate(texts):
+        alone = embedder.embed_run([text])[0]
+        for longer in texts[i + 1 : i + 6]:  # widths 1 to 5 tokens past its own
+            beside = embedder.embed_run([longer, text, texts[0]])[1]
+            assert np.array_equal(beside, alone), (len(text.ids), len(longer.ids))
+
+
+def test_batch_invariant_width() -> None:
+    assert [batch_invariant_width(n, 512) for n in (2, 3, 4, 5, 6, 7, 8, 511, 512)] == [
+        2, 4, 4, 5, 6, 8, 8, 512, 512
+    ]  # fmt: skip
+    assert batch_invariant_width(127, 127) == 127  # never past the model's length
 
 
 def test_encode_iter_streams_in_order(embedder: Embedder) -> None:
