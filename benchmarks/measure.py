@@ -147,6 +147,35 @@ def gemm_peak_gflops(repeats: int = 5) -> dict[str, float]:
     }
 
 
+def int8_gemm_peak_gops(repeats: int = 5) -> dict[str, float | str]:
+    """This machine's int8 GEMM peak through ONNX Runtime (MatMulInteger, uint8 activations by
+    constant int8 weights: the kernels the per-token int8 graph runs), on the same shape as
+    `gemm_peak_gflops`; the best of ``repeats`` runs counts."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    m, k, n = 4096, 768, 3072
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    b = rng.integers(-64, 64, (k, n), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["c"])],
+        "int8_gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [m, n])],
+        [
+            numpy_helper.from_array(b, "b"),
+            numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+            numpy_helper.from_array(np.array(0, np.int8), "b_zero"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session.run(None, {"a": a})
+    best = min(timed(lambda: session.run(None, {"a": a})) for _ in range(repeats))
+    return {"peak_gops": 2.0 * m * k * n / best / 1e9, "shape": f"{m}x{k} @ {k}x{n} uint8 x int8"}
+
+
 def weight_pass_ms(hidden: int, weights: int, tokens: int, repeats: int = 20) -> dict[str, float]:
     """Median milliseconds of one GEMM pass over ``weights`` parameters at ``tokens`` tokens.
 
