@@ -104,22 +104,24 @@ def bert_flops(config: dict[str, Any], lengths: list[int]) -> float:
     return float(2 * layers * per_layer)
 
 
-def best_peak(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
-    """The better of two GEMM-peak measurements: a peak is what the machine can do, and a
-    shared machine's slow moments only lower it."""
-    return max(first, second, key=lambda peak: peak["peak_gflops"])
+def best_peak(first: dict[str, Any], second: dict[str, Any], key: str = "peak_gflops") -> dict[str, Any]:
+    """The better of two GEMM-peak measurements by ``key``: a peak is what the machine can do,
+    and a shared machine's slow moments only lower it."""
+    return max(first, second, key=lambda peak: peak[key])
+
+
+# BERT-base's FFN GEMM for 4096 tokens (4096×768 by 768×3072, 19.3 GFLOP): the peaks' shape.
+PEAK_SHAPE = (4096, 768, 3072)
 
 
 def gemm_peak_gflops(repeats: int = 5) -> dict[str, float]:
     """This machine's fp32 GEMM peak, as the best of numpy's BLAS and ONNX Runtime's MatMul.
 
-    The shape is BERT-base's FFN GEMM for 4096 tokens (4096×768 by 768×3072, 19.3 GFLOP), run
-    with every core; the best of ``repeats`` runs counts.
+    The shape is ``PEAK_SHAPE``, run with every core; the best of ``repeats`` runs counts.
     """
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    m, k, n = 4096, 768, 3072
+    m, k, n = PEAK_SHAPE
     flops = 2.0 * m * k * n
     rng = np.random.default_rng(0)
     a = rng.standard_normal((m, k), dtype=np.float32)
@@ -127,18 +129,13 @@ def gemm_peak_gflops(repeats: int = 5) -> dict[str, float]:
 
     np.matmul(a, b)
     numpy_best = min(timed(lambda: np.matmul(a, b)) for _ in range(repeats))
-
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["c"])],
-        "gemm",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
-        [numpy_helper.from_array(b, "b")],
+    session = _one_node_session(
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+        [numpy_helper.from_array(b, "w")],
+        (TensorProto.FLOAT, [m, k]),
+        (TensorProto.FLOAT, [m, n]),
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    session.run(None, {"a": a})
-    ort_best = min(timed(lambda: session.run(None, {"a": a})) for _ in range(repeats))
+    ort_best = _best_seconds(session, a, repeats)
     return {
         "numpy_gflops": flops / numpy_best / 1e9,
         "onnxruntime_gflops": flops / ort_best / 1e9,
@@ -149,31 +146,49 @@ def gemm_peak_gflops(repeats: int = 5) -> dict[str, float]:
 
 def int8_gemm_peak_gops(repeats: int = 5) -> dict[str, float | str]:
     """This machine's int8 GEMM peak through ONNX Runtime (MatMulInteger, uint8 activations by
-    constant int8 weights: the kernels the per-token int8 graph runs), on the same shape as
-    `gemm_peak_gflops`; the best of ``repeats`` runs counts."""
-    import onnxruntime as ort
+    constant int8 weights: the kernels the per-token int8 graph runs), on ``PEAK_SHAPE``; the
+    best of ``repeats`` runs counts."""
     from onnx import TensorProto, helper, numpy_helper
 
-    m, k, n = 4096, 768, 3072
+    m, k, n = PEAK_SHAPE
     rng = np.random.default_rng(0)
-    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
-    b = rng.integers(-64, 64, (k, n), dtype=np.int8)
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["c"])],
-        "int8_gemm",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [m, k])],
-        [helper.make_tensor_value_info("c", TensorProto.INT32, [m, n])],
+    session = _one_node_session(
+        helper.make_node("MatMulInteger", ["x", "w", "x_zero", "w_zero"], ["y"]),
         [
-            numpy_helper.from_array(b, "b"),
-            numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
-            numpy_helper.from_array(np.array(0, np.int8), "b_zero"),
+            numpy_helper.from_array(rng.integers(-64, 64, (k, n), dtype=np.int8), "w"),
+            numpy_helper.from_array(np.array(128, np.uint8), "x_zero"),
+            numpy_helper.from_array(np.array(0, np.int8), "w_zero"),
         ],
+        (TensorProto.UINT8, [m, k]),
+        (TensorProto.INT32, [m, n]),
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    session.run(None, {"a": a})
-    best = min(timed(lambda: session.run(None, {"a": a})) for _ in range(repeats))
+    best = _best_seconds(session, rng.integers(0, 256, (m, k), dtype=np.uint8), repeats)
     return {"peak_gops": 2.0 * m * k * n / best / 1e9, "shape": f"{m}x{k} @ {k}x{n} uint8 x int8"}
+
+
+def _one_node_session(
+    node: Any, initializers: list[Any], x: tuple[int, list[int]], y: tuple[int, list[int]]
+) -> Any:
+    """An ONNX Runtime CPU session of one node from input "x" to output "y" ((type, shape) each),
+    its weights constant initializers."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    graph = helper.make_graph(
+        [node], "one-node",
+        [helper.make_tensor_value_info("x", *x)],
+        [helper.make_tensor_value_info("y", *y)],
+        initializers,
+    )  # fmt: skip
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _best_seconds(session: Any, x: np.ndarray, repeats: int) -> float:
+    """The fastest of ``repeats`` runs after a warm-up: the machine's best, not its noise."""
+    session.run(None, {"x": x})
+    return min(timed(lambda: session.run(None, {"x": x})) for _ in range(repeats))
 
 
 def weight_pass_ms(hidden: int, weights: int, tokens: int, repeats: int = 20) -> dict[str, float]:
@@ -184,22 +199,15 @@ def weight_pass_ms(hidden: int, weights: int, tokens: int, repeats: int = 20) ->
     (ONNX Runtime's MatMul) and in int8 (its MatMulIntegerToFloat, what the int8 graphs run).
     The weights are one (hidden × weights/hidden) matrix, all cores.
     """
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     columns = weights // hidden
     rng = np.random.default_rng(0)
 
     def session(node: Any, initializers: list[Any], x_type: int) -> Any:
-        graph = helper.make_graph(
-            [node], "weight-pass",
-            [helper.make_tensor_value_info("x", x_type, [tokens, hidden])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [tokens, columns])],
-            initializers,
-        )  # fmt: skip
-        opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
-        model = helper.make_model(graph, opset_imports=opsets)
-        return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return _one_node_session(
+            node, initializers, (x_type, [tokens, hidden]), (TensorProto.FLOAT, [tokens, columns])
+        )
 
     def median_ms(session: Any, x: np.ndarray) -> float:
         for _ in range(3):

@@ -23,7 +23,7 @@ from gist_onnx.planning import plan_runs
 from gist_onnx.pooling import normalize, pool
 from gist_onnx.progress import Progress
 from gist_onnx.session import RuntimeInfo, TokenBudget, open_session, resolve
-from gist_onnx.tokenize import TextTokenizer, batch_invariant_width
+from gist_onnx.tokenize import TextTokenizer
 
 # Texts are sorted by length within a chunk of this many, so batches pad little; a chunk is
 # also the unit of streaming, which bounds memory for iterators of any length.
@@ -88,6 +88,9 @@ class Embedder:
             self.model_dir, self.manifest, self._session, precision, device, max_batch_tokens
         )
         self._input_names = [i.name for i in self._session.get_inputs()]
+        # A first-token graph's last layer runs a one-row product whose rounding would follow the
+        # run's width: its runs are padded to a width that rounds alike for every text.
+        self._first_token = self.manifest.output_tokens == "first"
         self._io_binding = device == "cuda" if io_binding is None else io_binding
         if self.info.int8_mismatch:
             graph = self.model_dir / self.manifest.graphs[precision].file
@@ -142,13 +145,9 @@ class Embedder:
     def embed_run(self, encodings: Sequence[Encoding]) -> np.ndarray:
         """Stage 3: one session run over these texts, as given: pooled (n, dim) float32 vectors,
         not normalized."""
-        first_token = self.manifest.output_tokens == "first"
-        width = None
-        if first_token:  # its last layer's one-row product would round by the run's width
-            width = batch_invariant_width(max(len(e.ids) for e in encodings), self.max_seq_length)
-        feeds = self._tokenizer.pad(encodings, self._input_names, width)
+        feeds = self._tokenizer.pad(encodings, self._input_names, batch_invariant=self._first_token)
         hidden = self._run(feeds)
-        tokens = 1 if first_token else feeds["input_ids"].shape[1]
+        tokens = 1 if self._first_token else feeds["input_ids"].shape[1]
         if hidden.shape[1:] != (tokens, self.dim):
             raise RuntimeError(f"the graph returned {hidden.shape}, expected (batch, {tokens}, {self.dim})")
         return pool(hidden, feeds["attention_mask"], self.info.pooling)

@@ -65,15 +65,14 @@ class TextTokenizer:
             raise
 
     def pad(
-        self, encodings: Sequence[Encoding], input_names: Sequence[str], width: int | None = None
+        self, encodings: Sequence[Encoding], input_names: Sequence[str], batch_invariant: bool = False
     ) -> dict[str, np.ndarray]:
-        """Pad encodings to ``width`` tokens (None: their longest) into the int64 arrays the graph
-        declares."""
+        """Pad encodings to their longest (``batch_invariant``: to `batch_invariant_width` of it)
+        into the int64 arrays the graph declares."""
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        longest = int(lengths.max())
-        if width is not None and width < longest:
-            raise ValueError(f"cannot pad texts of {longest} tokens to {width}")
-        width = longest if width is None else width
+        width = int(lengths.max())
+        if batch_invariant:
+            width = batch_invariant_width(width, self.max_seq_length)
         real = np.arange(width)[None, :] < lengths[:, None]
         ids = np.full(real.shape, self.pad_id, dtype=np.int64)
         # Boolean assignment fills row-major, the order of the concatenated id lists.
