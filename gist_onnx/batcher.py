@@ -87,7 +87,7 @@ class RunStats:
     """What one session run of the worker did, for metrics."""
 
     inputs: int
-    tokens: int  # padded tokens: texts x the run's longest
+    tokens: int  # padded tokens: texts x the run's width
     queue_seconds: list[float]  # per request started in this run: admitted → first computed
     inference_seconds: float
 
@@ -215,10 +215,10 @@ class Batcher:
             return
         self.embedder = embedder
         self._ready.set()
-        while (run := self._next_run(embedder.info.max_batch_tokens)) is not None:
+        while (run := self._next_run(embedder)) is not None:
             self._compute(embedder, run)
 
-    def _next_run(self, budget: int | None) -> list[tuple[Job, int]] | None:
+    def _next_run(self, embedder: Embedder) -> list[tuple[Job, int]] | None:
         """Wait for texts; take the next run (gist_onnx.planning.choose_run) out of the queue."""
         with self._lock:
             self._busy = False
@@ -231,8 +231,11 @@ class Batcher:
                     return None
                 self._lock.wait()
             jobs = self._jobs if self.batching else self._jobs[:1]
+            budget = embedder.info.max_batch_tokens
             slice_tokens = budget // SLICE_OF_BUDGET if budget is not None and self.batching else None
-            views = [Waiting([job.lengths[i] for i in job.pending], job.passed_over) for job in jobs]
+            # Counted as padded, so a run's padded tokens stay within the budget and its slice.
+            width = embedder.padded_length
+            views = [Waiting([width(job.lengths[i]) for i in job.pending], job.passed_over) for job in jobs]
             chosen = [(jobs[r], jobs[r].pending[k]) for r, k in choose_run(views, budget, slice_tokens)]
             taken = {id(job) for job, _ in chosen}
             for job in self._jobs:
@@ -268,7 +271,7 @@ class Batcher:
                 _finish(job, job.rows)
         rate = len(run) / max(elapsed, 1e-9)
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
-        width = max(job.lengths[i] for job, i in run)
+        width = embedder.padded_length(max(job.lengths[i] for job, i in run))
         self._on_run(RunStats(len(run), width * len(run), first_runs, elapsed))
 
 

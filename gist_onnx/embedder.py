@@ -23,7 +23,7 @@ from gist_onnx.planning import plan_runs
 from gist_onnx.pooling import normalize, pool
 from gist_onnx.progress import Progress
 from gist_onnx.session import RuntimeInfo, TokenBudget, open_session, resolve
-from gist_onnx.tokenize import TextTokenizer
+from gist_onnx.tokenize import TextTokenizer, batch_invariant_width
 
 # Texts are sorted by length within a chunk of this many, so batches pad little; a chunk is
 # also the unit of streaming, which bounds memory for iterators of any length.
@@ -139,8 +139,14 @@ class Embedder:
     def plan(self, encodings: Sequence[Encoding], batch_size: int | None = None) -> list[list[int]]:
         """Stage 2: the session runs for these texts, longest first, within ``batch_size`` texts
         and the resolved token budget per run (gist_onnx.planning.plan_runs)."""
-        lengths = [len(e.ids) for e in encodings]
+        lengths = [self.padded_length(len(e.ids)) for e in encodings]
         return plan_runs(lengths, batch_size, self.info.max_batch_tokens)
+
+    def padded_length(self, tokens: int) -> int:
+        """The width a text of ``tokens`` tokens takes in a run: one more where the first-token
+        rule pads it (gist_onnx.tokenize.batch_invariant_width). Never smaller for a longer text,
+        so a run's width is its longest text's: what planners count against the token budget."""
+        return batch_invariant_width(tokens, self.max_seq_length) if self._first_token else tokens
 
     def embed_run(self, encodings: Sequence[Encoding]) -> np.ndarray:
         """Stage 3: one session run over these texts, as given: pooled (n, dim) float32 vectors,

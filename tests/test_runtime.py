@@ -88,6 +88,18 @@ def test_batch_invariant_width() -> None:
     assert batch_invariant_width(127, 127) == 127  # never past the model's length
 
 
+def test_the_width_rule_keeps_runs_within_the_token_budget(core_model: Path, core_mean_model: Path) -> None:
+    # Texts of 3 tokens run 4 wide in a first-token graph: a budget of 48 padded tokens holds 12
+    # of them, not the 16 that their own length would allow. A mean-pooled graph pads nothing.
+    for folder, width in ((core_model, 4), (core_mean_model, 3)):
+        embedder = Embedder(folder, max_batch_tokens=48)
+        encodings = embedder.tokenize(["a"] * 40)
+        assert {len(e.ids) for e in encodings} == {3}
+        assert embedder.padded_length(3) == width
+        runs = embedder.plan(encodings, batch_size=64)
+        assert max(len(run) for run in runs) == 48 // width, folder
+
+
 def test_encode_iter_streams_in_order(embedder: Embedder) -> None:
     chunks = list(embedder.encode_iter(iter(TEXTS), batch_size=4, chunk_size=10))
     assert [len(c) for c in chunks] == [10, 10, 10, 7]
