@@ -10,7 +10,7 @@ import base64
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,6 +75,15 @@ class LoadResult:
         }  # fmt: skip
 
 
+def merged(results: Sequence[LoadResult]) -> LoadResult:
+    """Loads run in blocks, as one: their seconds, latencies and errors added up."""
+    total = LoadResult(sum(r.seconds for r in results), {}, sum(r.errors for r in results))
+    for result in results:
+        for status, values in result.latencies.items():
+            total.latencies.setdefault(status, []).extend(values)
+    return total
+
+
 async def closed_loop(port: int, clients: int, texts: list[str], seconds: float) -> LoadResult:
     """``clients`` connections, each sending its next text as soon as the last is answered.
 
@@ -118,13 +127,14 @@ async def closed_loop(port: int, clients: int, texts: list[str], seconds: float)
 
 
 async def poisson_arrivals(
-    rate: float, seconds: float, arrival: Callable[[int], Awaitable[int | None]]
+    rate: float, seconds: float, arrival: Callable[[int], Awaitable[int | None]], seed: int = 0
 ) -> LoadResult:
     """Start ``arrival(index)`` at Poisson times, ``rate`` a second for ``seconds``, whatever the
-    pace of what serves them; each returns a status, or None for a dropped connection."""
+    pace of what serves them; each returns a status, or None for a dropped connection. A seed
+    gives the same arrival times to every server measured with it."""
     latencies: dict[int, list[float]] = {}
     errors = 0
-    rng = random.Random(0)  # the same arrival times for every server measured
+    rng = random.Random(seed)
 
     async def timed_arrival(index: int) -> None:
         nonlocal errors
@@ -146,7 +156,7 @@ async def poisson_arrivals(
     return LoadResult(time.perf_counter() - began, latencies, errors)
 
 
-async def open_loop(port: int, rate: float, texts: list[str], seconds: float) -> LoadResult:
+async def open_loop(port: int, rate: float, texts: list[str], seconds: float, seed: int = 0) -> LoadResult:
     """The server under Poisson arrivals. Each arrival takes a free keep-alive connection or opens
     one, up to ``OPEN_LOOP_CONNECTIONS``; beyond that it waits for one, as a client's connection
     pool does, and the wait counts in its latency (timed from its arrival)."""
@@ -165,7 +175,7 @@ async def open_loop(port: int, rate: float, texts: list[str], seconds: float) ->
             idle.append(connection)
             return status
 
-    result = await poisson_arrivals(rate, seconds, arrival)
+    result = await poisson_arrivals(rate, seconds, arrival, seed)
     for connection in idle:
         connection.close()
     return result

@@ -4,8 +4,11 @@ For each precision (GIST's architecture, random weights): the in-process floor (
 once per request) and ceiling (``encode`` at batch 32 on the same texts), the server's idle
 overhead (single requests alternated with in-process calls), closed loops of 1, 16 and 64
 clients each sending one short text, the same 64 clients against the server with batching off,
-and open loops at 50% and 200% of the measured peak (Poisson arrivals). The load comes from raw
-HTTP/1.1 over asyncio streams with keep-alive, so the client costs the 2-core machine little.
+and open loops at 25%, 50% and 200% of the measured peak (Poisson arrivals). At 25% and 50% the
+same arrivals also go to the server's batcher in this process, without HTTP, in blocks that
+alternate with the server's, so that what HTTP adds is read from neighbouring minutes. The load
+comes from raw HTTP/1.1 over asyncio streams with keep-alive, so the client costs the 2-core
+machine little.
 Everything runs on 127.0.0.1.
 """
 
@@ -21,16 +24,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import log, machine, random_gist, versions
 from benchmarks.corpus import Workload, fixed_shuffle, load_stsb, workload_texts
-from benchmarks.load import LoadResult, closed_loop, open_loop, poisson_arrivals
+from benchmarks.load import LoadResult, closed_loop, merged, open_loop, poisson_arrivals
 from benchmarks.measure import alternating_latency, median, timed
 from benchmarks.traffic import FULL_TRAFFIC, QUICK_TRAFFIC, TrafficPlan, mixed_phase, sparse_phase, zipf_phase
 from benchmarks.traffic import markdown as traffic_markdown
-from gist_onnx.batcher import RunStats
+from gist_onnx.batcher import Batcher, Job, RunStats
 from gist_onnx.options import GRAPH_PRECISIONS
+
+if TYPE_CHECKING:
+    from gist_onnx.serve.process import ServerProcess
 
 
 @dataclass(frozen=True)
@@ -69,28 +75,40 @@ QUICK = ServePlan(
     traffic=QUICK_TRAFFIC,
 )
 CEILING_TEXTS = 256
+# An open loop compared with the same arrivals in process runs in blocks of about this many
+# seconds, alternating: the machine's speed drifts over minutes, and two p99s taken minutes apart
+# differed by tens of percent.
+OPEN_BLOCK_SECONDS = 10.0
 PASSAGE_TOKENS = 40  # the big client's passages (benchmarks.traffic.mixed_phase)
 
 
-def open_loop_in_process(
-    folder: Path, provider: str, precision: str, rate: float, texts: list[str], seconds: float,
-    on_run: Callable[[RunStats], None] | None = None,
-) -> LoadResult:  # fmt: skip
-    """The server's batcher without HTTP under the same arrivals: a text is tokenized, queued and
-    awaited in this process, so what the queue itself costs at this load shows apart from HTTP.
-    ``on_run`` sees each session run (gist_onnx.batcher.RunStats)."""
-    from gist_onnx import Embedder
-    from gist_onnx.batcher import Batcher, Job
+def server_batcher(
+    folder: Path, provider: str, precision: str, on_run: Callable[[RunStats], None] | None = None
+) -> Batcher:
+    """The server's batcher in this process, loaded and warm: the session built as the server
+    builds it (its options, on the worker thread at the worker's priority), without HTTP.
+    ``on_run`` sees each session run."""
+    from gist_onnx.serve.app import ServeConfig  # the [serve] extra, like the server this measures
 
-    # Built on the batcher's worker thread, as the server builds it, so its threads run at the
-    # worker's priority.
-    batcher = Batcher(
-        lambda: Embedder(folder, provider=provider, precision=precision), max_queue=512, on_run=on_run
-    )
+    config = ServeConfig(folder, provider=provider, precision=precision, max_queue=512, cache_mb=0)
+    batcher = Batcher(config.load, max_queue=config.max_queue, on_run=on_run)
     batcher.start()
     if not batcher.wait_ready():
         raise RuntimeError(f"the model failed to load: {batcher.load_error}")
+    return batcher
+
+
+def stop(batcher: Batcher) -> None:
+    batcher.drain()
+    batcher.stop()
+    batcher.join()
+
+
+def queue_loop(batcher: Batcher, rate: float, texts: list[str], seconds: float, seed: int = 0) -> LoadResult:
+    """Poisson arrivals straight to the batcher: a text is tokenized, queued and awaited in this
+    process, so what the queue itself costs at this load shows apart from HTTP."""
     embedder = batcher.embedder
+    assert embedder is not None
 
     async def arrival(index: int) -> int:
         job = Job(embedder.tokenize([texts[index % len(texts)]]))
@@ -98,12 +116,58 @@ def open_loop_in_process(
         await asyncio.wrap_future(job.future)
         return 200
 
+    return asyncio.run(poisson_arrivals(rate, seconds, arrival, seed))
+
+
+def open_loop_in_process(
+    folder: Path, provider: str, precision: str, rate: float, texts: list[str], seconds: float,
+    on_run: Callable[[RunStats], None] | None = None,
+) -> LoadResult:  # fmt: skip
+    """``queue_loop`` on a batcher of its own, for ``seconds``."""
+    batcher = server_batcher(folder, provider, precision, on_run)
     try:
-        return asyncio.run(poisson_arrivals(rate, seconds, arrival))
+        return queue_loop(batcher, rate, texts, seconds)
     finally:
-        batcher.drain()
-        batcher.stop()
-        batcher.join()
+        stop(batcher)
+
+
+def paired_open_loops(
+    port: int, batcher: Batcher, rate: float, texts: list[str], seconds: float
+) -> tuple[LoadResult, LoadResult]:
+    """The server's open loop and the same arrivals in process, in alternating blocks of about
+    ``OPEN_BLOCK_SECONDS`` (block k: seed k for both, its texts rotated by k blocks' worth, the
+    first of the pair alternating), each side's blocks merged."""
+    blocks = max(1, round(seconds / OPEN_BLOCK_SECONDS))
+    server, queue = [], []
+    for block in range(blocks):
+        shift = block * round(rate * seconds / blocks) % len(texts)
+        rotated = texts[shift:] + texts[:shift]
+        for side in ("server", "queue") if block % 2 == 0 else ("queue", "server"):
+            if side == "server":
+                server.append(asyncio.run(open_loop(port, rate, rotated, seconds / blocks, block)))
+            else:
+                queue.append(queue_loop(batcher, rate, rotated, seconds / blocks, block))
+    return merged(server), merged(queue)
+
+
+def open_loops(
+    server: ServerProcess, queue: Batcher | None, peak: float, texts: list[str], plan: ServePlan, label: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Figures of the server's open loop at each share of ``peak`` (with its RSS after), and, at
+    the plan's queue shares, of the same arrivals to ``queue`` in process (paired_open_loops)."""
+    figures, in_process = {}, {}
+    for share, seconds in plan.open_seconds.items():
+        rate = peak * float(share.rstrip("%")) / 100
+        paired = queue is not None and share in plan.queue_shares
+        log(f"[{label}] open loop at {share} of the peak ({rate:.0f}/s), {seconds:.0f} s"
+            + (", in blocks alternating with the same arrivals in process" if paired else ""))  # fmt: skip
+        if paired:
+            loop, beside = paired_open_loops(server.port, queue, rate, texts, seconds)
+            in_process[f"open_{share}"] = {"rate_per_s": rate, **beside.summary()}
+        else:
+            loop = asyncio.run(open_loop(server.port, rate, texts, seconds))
+        figures[f"open_{share}"] = {"rate_per_s": rate, **loop.summary(), "rss_mib_after": server.rss_mib()}
+    return figures, in_process
 
 
 def idle_overhead(port: int, embedder, texts: list[str], calls: int) -> dict[str, float]:
@@ -147,13 +211,9 @@ def closed_beside_in_process(
         floors.append(floor_texts_per_s(embedder, texts, floor_calls))
         ceilings.append(ceiling_texts_per_s(embedder, texts))
         results.append(asyncio.run(closed_loop(port, clients, texts, seconds)))
-    merged = LoadResult(sum(r.seconds for r in results), {}, sum(r.errors for r in results))
-    for result in results:
-        for status, values in result.latencies.items():
-            merged.latencies.setdefault(status, []).extend(values)
     rates = [r.summary()["texts_per_s"] for r in results]
     return {
-        **merged.summary(),
+        **merged(results).summary(),
         "texts_per_s": median(rates),
         "block_texts_per_s": rates,
         "floor_texts_per_s": median(floors),
@@ -223,14 +283,14 @@ def measure_precision(
                     ).summary()
             if batching:
                 peak = figures[f"closed_{max(plan.clients)}"]["texts_per_s"]
-                for share, seconds in plan.open_seconds.items():
-                    rate = peak * float(share.rstrip("%")) / 100
-                    log(f"[{precision}] open loop at {share} of the peak ({rate:.0f}/s), {seconds:.0f} s")
-                    figures[f"open_{share}"] = {
-                        "rate_per_s": rate,
-                        **asyncio.run(open_loop(server.port, rate, texts, seconds)).summary(),
-                        "rss_mib_after": server.rss_mib(),
-                    }
+                queue = server_batcher(folder, provider, precision) if plan.queue_shares else None
+                try:
+                    loops, queued = open_loops(server, queue, peak, texts, plan, precision)
+                finally:
+                    if queue is not None:
+                        stop(queue)
+                figures.update(loops)
+                results["in_process"].update(queued)
                 after = asyncio.run(closed_loop(server.port, 1, texts, 2.0)).summary()
                 figures["right_after_overload"] = after
             figures["rss_mib_end"] = server.rss_mib()
@@ -241,15 +301,7 @@ def measure_precision(
     beside = results["server"][f"closed_{max(plan.clients)}"]
     results["in_process"]["floor_texts_per_s"] = beside["floor_texts_per_s"]
     results["in_process"]["ceiling_texts_per_s"] = beside["ceiling_texts_per_s"]
-    del embedder  # its memory, before a second session is built for the batcher alone
-    for share in plan.queue_shares:
-        rate = peak * float(share.rstrip("%")) / 100
-        seconds = plan.open_seconds[share]
-        log(f"[{precision}] the batcher in process (no HTTP) at {share} of the peak, {seconds:.0f} s")
-        results["in_process"][f"open_{share}"] = {
-            "rate_per_s": rate,
-            **open_loop_in_process(folder, provider, precision, rate, texts, seconds).summary(),
-        }
+    del embedder
     floor = results["in_process"]["floor_texts_per_s"]
     results["traffic"] = measure_traffic(folder, provider, precision, corpus, floor, plan.traffic)
     return results

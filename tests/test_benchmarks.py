@@ -107,6 +107,8 @@ def test_serve_benchmark_quick_writes_every_figure(tmp_path: Path) -> None:
     queue = in_process["open_50%"]  # the same arrivals to the batcher without HTTP
     assert set(queue["statuses"]) == {"200"} and queue["errors"] == 0
     assert queue["rate_per_s"] == fp32["server"]["open_50%"]["rate_per_s"] and queue["p99_ms"] > 0
+    # In alternating blocks on the same seeds: the server got exactly the same arrivals.
+    assert sum(queue["statuses"].values()) == sum(fp32["server"]["open_50%"]["statuses"].values())
     for name in ("closed_1", "closed_16", "closed_64", "open_50%", "open_200%", "right_after_overload"):
         figures = fp32["server"][name]
         assert figures["texts_per_s"] > 0 and figures["errors"] == 0, name
