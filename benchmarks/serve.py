@@ -98,7 +98,8 @@ def server_batcher(
     return batcher
 
 
-def stop(batcher: Batcher) -> None:
+def stop_batcher(batcher: Batcher) -> None:
+    """Let what waits finish, then end its worker."""
     batcher.drain()
     batcher.stop()
     batcher.join()
@@ -128,7 +129,7 @@ def open_loop_in_process(
     try:
         return queue_loop(batcher, rate, texts, seconds)
     finally:
-        stop(batcher)
+        stop_batcher(batcher)
 
 
 def paired_open_loops(
@@ -288,7 +289,7 @@ def measure_precision(
                     loops, queued = open_loops(server, queue, peak, texts, plan, precision)
                 finally:
                     if queue is not None:
-                        stop(queue)
+                        stop_batcher(queue)
                 figures.update(loops)
                 results["in_process"].update(queued)
                 after = asyncio.run(closed_loop(server.port, 1, texts, 2.0)).summary()
