@@ -302,7 +302,7 @@ def measure_precision(
     beside = results["server"][f"closed_{max(plan.clients)}"]
     results["in_process"]["floor_texts_per_s"] = beside["floor_texts_per_s"]
     results["in_process"]["ceiling_texts_per_s"] = beside["ceiling_texts_per_s"]
-    del embedder
+    del embedder  # its memory, before the traffic phases start servers of their own
     floor = results["in_process"]["floor_texts_per_s"]
     results["traffic"] = measure_traffic(folder, provider, precision, corpus, floor, plan.traffic)
     return results
