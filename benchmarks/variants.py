@@ -131,7 +131,8 @@ def _openvino_provider_skip(precision: str) -> str | None:
     from gist_onnx.errors import ProviderError
 
     try:
-        openvino.cpu_device(ort.get_ep_devices(), openvino.register())
+        name = openvino.register()  # first: the plugin's devices are listed only once it is registered
+        openvino.cpu_device(ort.get_ep_devices(), name)
         openvino.load_config(precision)
     except ProviderError as error:
         return str(error)
