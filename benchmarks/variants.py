@@ -125,14 +125,11 @@ def skip_reason(spec: VariantSpec) -> str | None:
 
 
 def _openvino_provider_skip(precision: str) -> str | None:
-    import onnxruntime as ort
-
     from gist_onnx import openvino
     from gist_onnx.errors import ProviderError
 
     try:
-        name = openvino.register()  # first: the plugin's devices are listed only once it is registered
-        openvino.cpu_device(ort.get_ep_devices(), name)
+        openvino.device()
         openvino.load_config(precision)
     except ProviderError as error:
         return str(error)

@@ -71,6 +71,12 @@ def cpu_device(devices: Sequence[Any], ep_name: str) -> Any:
     )
 
 
+def device() -> Any:
+    """The registered plugin's OpenVINO CPU device; ProviderError if not installed or none here."""
+    name = register()  # first: ONNX Runtime lists a plugin's devices only once it is registered
+    return cpu_device(ort.get_ep_devices(), name)
+
+
 def load_config(precision: str, flags: frozenset[str] | None = None) -> dict[str, Any]:
     """The OpenVINO EP options for a precision: f32 inference (exact) or bf16 (native bf16 only)."""
     if precision == "bf16" and not native_bf16(flags):
@@ -84,6 +90,4 @@ def load_config(precision: str, flags: frozenset[str] | None = None) -> dict[str
 
 def add_to(options: ort.SessionOptions, precision: str) -> None:
     """Put the OpenVINO CPU device, with the precision's inference hint, first in ``options``."""
-    name = register()
-    device = cpu_device(ort.get_ep_devices(), name)
-    options.add_provider_for_devices([device], load_config(precision))
+    options.add_provider_for_devices([device()], load_config(precision))
