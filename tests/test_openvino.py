@@ -19,6 +19,7 @@ from gist_onnx import Embedder, ProviderError
 from gist_onnx import openvino as ov
 from gist_onnx.cli import main as cli
 from gist_onnx.manifest import read_manifest
+from gist_onnx.options import MAX_BATCH_TOKENS
 from gist_onnx.providers import CPU, OPENVINO, providers_for
 from gist_onnx.session import choose_precision
 
@@ -105,6 +106,7 @@ def test_openvino_for_real_where_it_runs(core_model: Path) -> None:
         pytest.skip("the OpenVINO plugin is not installed or offers no CPU device here")
     exact = Embedder(core_model, provider="openvino", precision="fp32")
     assert exact.info.device == "openvino" and exact.info.providers[0] == OPENVINO
+    assert exact.info.max_batch_tokens == MAX_BATCH_TOKENS["openvino"]  # its own cap, not the CPU's
     texts = ["How to bake a cake?", "the stock market fell sharply today " * 5]
     reference = Embedder(core_model, provider="cpu").encode(texts)
     cosines = (exact.encode(texts) * reference).sum(axis=1)

@@ -206,6 +206,7 @@ def test_cuda_offered_but_not_starting_loads_the_cpu_graph(
 def test_token_budget_depends_on_the_device() -> None:
     assert token_budget("auto", "cpu") == MAX_BATCH_TOKENS["cpu"]
     assert token_budget("auto", "cuda") == MAX_BATCH_TOKENS["cuda"]  # a GPU wants far larger runs
+    assert token_budget("auto", "openvino") == MAX_BATCH_TOKENS["openvino"] > MAX_BATCH_TOKENS["cpu"]
     assert token_budget(None, "cpu") is None
     assert token_budget(300, "cuda") == 300
     for bad in (0, -5, "512", 2.5, True):
