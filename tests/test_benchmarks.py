@@ -37,6 +37,7 @@ def test_report_names_the_machine_and_versions(report: tuple[dict, Path]) -> Non
 def test_every_variant_has_every_figure(report: tuple[dict, Path]) -> None:
     data, _ = report
     assert set(data["models"]) == {"gist-random", "minilm"}
+    precisions = {spec.name: spec.precision for spec in SPECS}
     for model in data["models"].values():
         # Every variant ran or says why not; the bench extra installs every peer's package.
         ran, skipped = set(model["variants"]), model["skipped"]
@@ -46,9 +47,11 @@ def test_every_variant_has_every_figure(report: tuple[dict, Path]) -> None:
         for name, variant in model["variants"].items():
             workloads = {row["workload"] for row in variant["throughput"]}
             assert workloads == {"short", "medium", "long"}, name
+            # The peak is fp32's: bf16 and int8 run on other units (AMX: several times faster).
+            most = 2 if precisions[name] == "fp32" else 32
             for row in variant["throughput"]:
                 assert row["texts_per_s"] > 0 and row["tokens_per_s"] > row["texts_per_s"]
-                assert 0 < row["fraction_of_gemm_peak"] < 2 and row["vs_pytorch"] > 0
+                assert 0 < row["fraction_of_gemm_peak"] < most and row["vs_pytorch"] > 0, name
             latency = variant["latency_ms"]
             assert latency["calls"] >= 200 and 0 < latency["p50"] <= latency["p95"] <= latency["p99"]
             assert variant["cold_start_s"] > 0 and variant["peak_rss_mib"] > 0
