@@ -77,6 +77,18 @@ def random_gist(work: Path, tokenizer_from: Path | None = None, tiny: bool = Fal
     return folder
 
 
+def random_gist_export(work: Path) -> tuple[Path, Path]:
+    """(the random-weight GIST under ``work``, its default export with int8), each made once:
+    the studies that time gist-onnx itself share them."""
+    from gist_onnx.export import export_model
+
+    gist = random_gist(work)
+    folder = work / "gist-random" / "default"
+    if not (folder / "manifest.json").is_file():
+        export_model(str(gist), folder, quantize="int8", force=True)
+    return gist, folder
+
+
 def parse_args(
     prog: str,
     doc: str,

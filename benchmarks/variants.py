@@ -120,11 +120,12 @@ def skip_reason(spec: VariantSpec) -> str | None:
     if spec.stack == "openvino":
         return peers.missing("openvino", "nncf") if spec.precision == "int8" else peers.missing("openvino")
     if spec.provider == "openvino":
-        return _openvino_provider_skip(spec.precision)
+        return openvino_provider_skip(spec.precision)
     return None
 
 
-def _openvino_provider_skip(precision: str) -> str | None:
+def openvino_provider_skip(precision: str) -> str | None:
+    """Why gist-onnx's provider='openvino' cannot run ``precision`` here; None where it can."""
     from gist_onnx import openvino
     from gist_onnx.errors import ProviderError
 

@@ -169,13 +169,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
-    from gist_onnx.export import export_model
-
     with common.workspace(args.work, "gist-onnx-amx-") as (work, scratch):
-        gist = common.random_gist(work)
-        folder = work / "gist-random" / "default"
-        if not (folder / "manifest.json").is_file():
-            export_model(str(gist), folder, quantize="int8", force=True)
+        gist, folder = common.random_gist_export(work)
         permission = run_child(folder, 1.0, None)["stages"]
         fp32, int8 = gemm_peak_gflops(), int8_gemm_peak_gops()
         rate = {

@@ -233,13 +233,8 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = common.parse_args("python -m benchmarks.studies.ceiling", __doc__, "ceiling", argv)
 
-    from gist_onnx.export import export_model
-
     with common.workspace(args.work, "gist-onnx-ceiling-") as (work, scratch):
-        gist = common.random_gist(work)
-        folder = work / "gist-random" / "default"
-        if not (folder / "manifest.json").is_file():
-            export_model(str(gist), folder, quantize="int8", force=True)
+        gist, folder = common.random_gist_export(work)
         texts = workload_texts(FULL.workloads, load_stsb().sentences(), gist / "tokenizer.json")
         first_peak, first_int8_peak = gemm_peak_gflops(), int8_gemm_peak_gops()
         cases = {name: measure_case(name, folder, gist, texts, scratch) for name in CASES}

@@ -36,16 +36,9 @@ def _more(parser: argparse.ArgumentParser) -> None:
 
 
 def default_variants() -> list[str]:
-    from gist_onnx import openvino
-    from gist_onnx.errors import ProviderError
+    from benchmarks.variants import openvino_provider_skip
 
-    try:
-        openvino.device()
-        openvino.load_config("bf16")
-        found = ["openvino:bf16"]
-    except ProviderError:
-        found = []
-    return [*found, "cpu:int8"]
+    return [*(["openvino:bf16"] if openvino_provider_skip("bf16") is None else []), "cpu:int8"]
 
 
 def measure(folder: Any, variant: str, texts: dict[str, list[str]]) -> dict[str, dict[str, float]]:
@@ -89,13 +82,9 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     prog = "python -m benchmarks.studies.token_budget"
     args = common.parse_args(prog, __doc__, "token-budget", argv, _more)
-    from gist_onnx.export import export_model
 
     with common.workspace(args.work, "gist-onnx-budget-") as (work, _):
-        gist = common.random_gist(work)
-        folder = work / "gist-random" / "default"
-        if not (folder / "manifest.json").is_file():
-            export_model(str(gist), folder, quantize="int8", force=True)
+        gist, folder = common.random_gist_export(work)
         all_texts = workload_texts(FULL.workloads, load_stsb().sentences(), gist / "tokenizer.json")
         texts = {name: all_texts[name] for name in ("short", "medium", "long")}
         results: dict[str, Any] = {**common.header(), "variants": {}}
