@@ -45,9 +45,10 @@ class Embedder:
 
     Args:
         model_dir: the exported folder (it holds ``manifest.json``).
-        provider: "auto" (CUDA when it really starts, else CPU), "cpu" or "cuda".
-        precision: "auto" (fp16 on CUDA when exported, else fp32), "fp32", "int8" or "fp16".
-            The graph is chosen for the device the session really got.
+        provider: "auto" (CUDA when it really starts, else CPU), "cpu", "cuda" or "openvino".
+        precision: "auto" (fp16 on CUDA when exported, bf16 under OpenVINO on CPUs with AMX,
+            else fp32), "fp32", "int8", "fp16" or "bf16". The graph is chosen for the device
+            the session really got: int8 under OpenVINO runs the folder's "int8-openvino" graph.
         threads: ONNX Runtime intra-op threads; None lets it use one per physical core.
         verify_checksums: hash every file at load; False skips only the sha256 (sizes are still
             checked) for cold-start-critical services.
@@ -58,6 +59,9 @@ class Embedder:
             None never caps.
         session_options: ONNX Runtime's options for the session (profiling, logging, ...);
             ``threads``, when given, sets their intra-op thread count.
+        graph: a graph of the manifest by name ("int8-openvino", ...), run on ``provider`` instead
+            of the one ``precision`` chooses for the device (export verification checks every
+            graph on the CPU provider this way).
 
     ``info`` says what was resolved: device, precision, token budget, pooling, normalization. An
     int8 graph whose weights this CPU cannot multiply exactly (8-bit weights without VNNI) loads
@@ -74,6 +78,7 @@ class Embedder:
         io_binding: bool | None = None,
         max_batch_tokens: TokenBudget = "auto",
         session_options: ort.SessionOptions | None = None,
+        graph: str | None = None,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.manifest = read_manifest(self.model_dir)
@@ -81,11 +86,11 @@ class Embedder:
         options = session_options or ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
-        self._session, precision, device = open_session(
-            self.model_dir, self.manifest, provider, precision, options, verify_checksums
+        self._session, precision, device, graph = open_session(
+            self.model_dir, self.manifest, provider, precision, options, verify_checksums, graph
         )
         self.info: RuntimeInfo = resolve(
-            self.model_dir, self.manifest, self._session, precision, device, max_batch_tokens
+            self.model_dir, self.manifest, self._session, precision, device, graph, max_batch_tokens
         )
         self._input_names = [i.name for i in self._session.get_inputs()]
         # A first-token graph's last layer runs a one-row product whose rounding would follow the
@@ -93,8 +98,8 @@ class Embedder:
         self._first_token = self.manifest.output_tokens == "first"
         self._io_binding = device == "cuda" if io_binding is None else io_binding
         if self.info.int8_mismatch:
-            graph = self.model_dir / self.manifest.graphs[precision].file
-            warnings.warn(f"{graph}: {self.info.int8_mismatch}", RuntimeWarning, stacklevel=2)
+            path = self.model_dir / self.manifest.graphs[graph].file
+            warnings.warn(f"{path}: {self.info.int8_mismatch}", RuntimeWarning, stacklevel=2)
 
     def _load_tokenizer(self, checksum: bool) -> TextTokenizer:
         path = check_file(self.model_dir, self.manifest.tokenizer, checksum=checksum)

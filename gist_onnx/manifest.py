@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from gist_onnx.errors import ModelFolderError
-from gist_onnx.options import GRAPH_PRECISIONS
+from gist_onnx.options import GRAPHS
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 2  # 2: output_tokens
+# 2: output_tokens. 3: graphs named apart from their precision (int8-openvino). An export writes
+# the lowest version that describes its folder, so older runtimes still read what they can run.
+FORMAT_VERSION = 3
 POOLING_MODES = ("cls", "mean", "max")
 OUTPUT_TOKENS = ("all", "first")
 
@@ -107,7 +109,7 @@ class Manifest:
         if not self.graphs:
             raise ValueError("no graphs are listed")
         for name, graph in self.graphs.items():
-            if graph.precision not in GRAPH_PRECISIONS or name != graph.precision:
+            if GRAPHS.get(name) != graph.precision:
                 raise ValueError(f"graph {name!r} has precision {graph.precision!r}")
         if self.embedding_dim <= 0 or self.max_seq_length <= 0 or self.vocab_size <= 0:
             raise ValueError("embedding_dim, max_seq_length and vocab_size must be positive")

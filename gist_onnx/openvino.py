@@ -4,7 +4,8 @@
 its library with ONNX Runtime once per process and runs on the OpenVINO CPU device it offers.
 Where it offers none (it offers none on AMD CPUs), asking for it is an error naming what is
 missing, never a quiet fallback. Under OpenVINO, ``fp32`` runs with f32 inference precision
-(exact) and ``bf16`` runs the fp32 graph in bf16, on CPUs with native bf16 (AMX, AVX512_BF16).
+(exact), ``bf16`` runs the fp32 graph in bf16, on CPUs with native bf16 (AMX, AVX512_BF16), and
+``int8`` runs the folder's static int8 graph (``gist-onnx export --openvino-int8``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ OPENVINO = "OpenVINOExecutionProvider"
 REGISTRATION_NAME = "gist_onnx_openvino"
 # x86 flags of a CPU that computes bf16 natively; elsewhere OpenVINO would emulate it, slowly.
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+# Where bf16 is faster than f32 under OpenVINO: AMX's tiles. With AVX512_BF16 alone (a Xeon whose
+# AMX the hypervisor hides) bf16 ran at 0.66x f32 on GIST's architecture (docs/performance.md).
+FAST_BF16_FLAGS = frozenset({"amx_bf16"})
 INSTALL_HINT = "pip install 'gist-onnx[openvino]' (it brings onnxruntime-ep-openvino)"
 _registered: dict[str, str] = {}  # library path → EP name, once per process
 
@@ -30,6 +34,12 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
     """Whether this CPU (or one with ``flags``) multiplies bf16 natively."""
     flags = cpu_flags() if flags is None else flags
     return bool(flags and flags & BF16_FLAGS)
+
+
+def fast_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether bf16 beats f32 under OpenVINO on this CPU (or one with ``flags``): AMX only."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags and flags & FAST_BF16_FLAGS)
 
 
 def _plugin() -> tuple[str, str]:
@@ -78,13 +88,15 @@ def device() -> Any:
 
 
 def load_config(precision: str, flags: frozenset[str] | None = None) -> dict[str, Any]:
-    """The OpenVINO EP options for a precision: f32 inference (exact) or bf16 (native bf16 only)."""
+    """The OpenVINO EP options for a precision: f32 inference (exact), bf16 (native bf16 only), or
+    int8, whose graph's float parts (softmax, LayerNorm, GELU) run in bf16 where that is fast
+    (AMX, where its quality was measured too), else f32."""
     if precision == "bf16" and not native_bf16(flags):
         raise ProviderError(
             "precision='bf16' needs a CPU with native bf16 (AMX or AVX512_BF16); this one has neither. "
             "Use fp32 (or int8) here"
         )
-    hint = "bf16" if precision == "bf16" else "f32"
+    hint = "bf16" if precision == "bf16" or (precision == "int8" and fast_bf16(flags)) else "f32"
     return {"load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}})}
 
 

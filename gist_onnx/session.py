@@ -31,11 +31,12 @@ _GRAPH_LOAD_ERRORS = (
 FEEDABLE_INPUTS = frozenset({"input_ids", "attention_mask", "token_type_ids"})
 # The graph a device runs best, most faithful first; int8 is taken only on request.
 AUTO_PRECISION = {"cuda": ("fp16", "fp32"), "cpu": ("fp32",)}
-# What each device can run: OpenVINO rejects the per-token int8 graph (docs/performance.md).
+# What each device can run. OpenVINO rejects the per-token int8 graph, so its int8 is a graph of
+# its own, static int8 (docs/performance.md).
 DEVICE_PRECISIONS = {
     "cpu": ("fp32", "int8", "fp16"),
     "cuda": ("fp32", "int8", "fp16"),
-    "openvino": ("fp32", "bf16"),
+    "openvino": ("fp32", "bf16", "int8"),
 }
 
 TokenBudget = int | Literal["auto"] | None
@@ -50,6 +51,7 @@ class RuntimeInfo:
     device: str  # where the session runs: "cpu", "cuda" or "openvino"
     providers: tuple[str, ...]  # ONNX Runtime's providers of the session, in order
     precision: str  # what it computes in: "fp32", "int8", "fp16", or "bf16" (the fp32 graph, bf16)
+    graph: str  # the manifest's graph the session runs: a precision's name, or "int8-openvino"
     graph_sha256: str  # the checksum of the graph loaded: what its vectors come from
     max_batch_tokens: int | None  # padded tokens per session run; None: no cap
     pooling: str  # "cls", "mean" or "max", from the model's sentence-transformers config
@@ -72,9 +74,17 @@ class RuntimeInfo:
         return {**asdict(self), "model_dir": str(self.model_dir), "providers": list(self.providers)}
 
 
-def graph_of(precision: str) -> str:
-    """The graph a precision runs: bf16 runs the fp32 graph."""
-    return "fp32" if precision == "bf16" else precision
+def graph_of(precision: str, device: str) -> str:
+    """The manifest's graph a precision runs on a device: bf16 runs the fp32 graph, and int8
+    under OpenVINO its own static graph."""
+    if precision == "bf16":
+        return "fp32"
+    return "int8-openvino" if precision == "int8" and device == "openvino" else precision
+
+
+def _export_hint(graph: str) -> str:
+    flags = {"int8": "--quantize int8", "fp16": "--fp16", "int8-openvino": "--openvino-int8"}
+    return flags.get(graph, "the defaults")
 
 
 def choose_precision(precision: str, manifest: Manifest, device: str, model_dir: Path) -> str:
@@ -83,9 +93,10 @@ def choose_precision(precision: str, manifest: Manifest, device: str, model_dir:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "auto" and device == "openvino":
-        from gist_onnx.openvino import native_bf16
+        from gist_onnx.openvino import fast_bf16
 
-        precision = "bf16" if native_bf16() else "fp32"  # OpenVINO's own default on such CPUs
+        # OpenVINO's own default is bf16 wherever the CPU has it; ours only where it wins (AMX).
+        precision = "bf16" if fast_bf16() else "fp32"
     if precision == "auto":
         for candidate in (*AUTO_PRECISION.get(device, ("fp32",)), *manifest.graphs):
             if candidate in manifest.graphs:
@@ -96,11 +107,12 @@ def choose_precision(precision: str, manifest: Manifest, device: str, model_dir:
             + ", ".join(DEVICE_PRECISIONS[device])
             + (" (bf16 runs under OpenVINO: provider='openvino')" if precision == "bf16" else "")
         )
-    if graph_of(precision) not in manifest.graphs:
+    graph = graph_of(precision, device)
+    if graph not in manifest.graphs:
+        what = "int8 graph for OpenVINO" if graph == "int8-openvino" else f"{precision} graph"
         raise ModelFolderError(
             model_dir,
-            f"has no {precision} graph (it has {sorted(manifest.graphs)}); "
-            f"export with {'--quantize int8' if precision == 'int8' else '--fp16'} to add one",
+            f"has no {what} (it has {sorted(manifest.graphs)}); export with {_export_hint(graph)} to add one",
         )
     return precision
 
@@ -121,23 +133,31 @@ def open_session(
     precision: str,
     options: ort.SessionOptions,
     checksum: bool,
-) -> tuple[ort.InferenceSession, str, str]:
-    """The session, the precision of its graph and the device it really runs on.
+    graph: str | None = None,
+) -> tuple[ort.InferenceSession, str, str, str]:
+    """The session, the precision it computes in, the device it really runs on, and its graph.
 
     ``cuda`` raises ProviderError rather than run on the CPU; ``auto`` falls back to the CPU with
     a warning when CUDA is offered but does not start, and then loads the graph chosen for the
-    CPU (fp32 rather than fp16, under ``precision="auto"``).
+    CPU (fp32 rather than fp16, under ``precision="auto"``). ``graph`` names the manifest's graph
+    to run instead of the one the precision and device choose; it is run as it is, on any device.
     """
     available = ort.get_available_providers()
     if provider == "auto" and precision == "bf16":
         provider = "openvino"  # bf16 is OpenVINO's: asking for it names the provider
     wanted = providers_for(provider, available)
     device = device_of(wanted[0])
-    chosen = choose_precision(precision, manifest, device, model_dir)
-    session = _load(model_dir, manifest, chosen, wanted, options, checksum)
+    if graph is not None:
+        if graph not in manifest.graphs:
+            raise ModelFolderError(model_dir, f"has no graph {graph!r} (it has {sorted(manifest.graphs)})")
+        chosen = manifest.graphs[graph].precision
+    else:
+        chosen = choose_precision(precision, manifest, device, model_dir)
+        graph = graph_of(chosen, device)
+    session = _load(model_dir, manifest, graph, chosen, wanted, options, checksum)
     got = device_of(session.get_providers()[0])
     if got == device:
-        return session, chosen, got
+        return session, chosen, got, graph
     if provider == device:  # asked for by name: never run elsewhere
         hint = cuda_hint(available) if device == "cuda" else "The OpenVINO plugin took no part of the graph"
         raise ProviderError(
@@ -150,19 +170,21 @@ def open_session(
     )
     fallback = choose_precision(precision, manifest, got, model_dir)
     if fallback != chosen:
-        session = _load(model_dir, manifest, fallback, session.get_providers(), options, checksum)
-    return session, fallback, got
+        graph = graph_of(fallback, got)
+        session = _load(model_dir, manifest, graph, fallback, session.get_providers(), options, checksum)
+    return session, fallback, got, graph
 
 
 def _load(
     model_dir: Path,
     manifest: Manifest,
+    graph: str,
     precision: str,
     providers: list[str],
     options: ort.SessionOptions,
     checksum: bool,
 ) -> ort.InferenceSession:
-    graph_path = check_file(model_dir, manifest.graphs[graph_of(precision)].record, checksum=checksum)
+    graph_path = check_file(model_dir, manifest.graphs[graph].record, checksum=checksum)
     if providers[0] == CUDA:
         preload_cuda_libraries()
     try:
@@ -191,10 +213,11 @@ def resolve(
     session: ort.InferenceSession,
     precision: str,
     device: str,
+    graph_name: str,
     max_batch_tokens: TokenBudget,
 ) -> RuntimeInfo:
     """Record what the session got, with the model's own settings from its manifest."""
-    graph = manifest.graphs[graph_of(precision)]
+    graph = manifest.graphs[graph_name]
     # An int8 graph exported for a VNNI CPU still runs elsewhere, on saturating kernels.
     mismatch = int8_mismatch(graph.weight_bits) if device == "cpu" and graph.weight_bits else None
     return RuntimeInfo(
@@ -203,6 +226,7 @@ def resolve(
         device=device,
         providers=tuple(session.get_providers()),
         precision=precision,
+        graph=graph_name,
         graph_sha256=graph.sha256,
         max_batch_tokens=token_budget(max_batch_tokens, device),
         pooling=manifest.pooling,

@@ -62,6 +62,17 @@ def test_manifest_missing_a_field(folder: Path) -> None:
         Embedder(folder)
 
 
+@pytest.mark.parametrize(
+    ("name", "precision"), [("int8-openvino", "fp32"), ("int9", "int8"), ("fp32", "bf16")]
+)
+def test_a_graph_name_must_match_its_precision(folder: Path, name: str, precision: str) -> None:
+    data = json.loads((folder / MANIFEST_NAME).read_text())
+    record = {**data["graphs"].pop("fp32"), "precision": precision}
+    _edit_manifest(folder, graphs={**data["graphs"], name: record})
+    with pytest.raises(ModelFolderError, match=f"is malformed.*graph '{name}' has precision '{precision}'"):
+        Embedder(folder)
+
+
 def test_missing_graph(folder: Path) -> None:
     (folder / "model.onnx").unlink()
     with pytest.raises(ModelFolderError, match="model.onnx: is listed in the manifest but missing"):

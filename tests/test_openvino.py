@@ -15,17 +15,19 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from gist_onnx import Embedder, ProviderError
+from gist_onnx import Embedder, ModelFolderError, ProviderError
 from gist_onnx import openvino as ov
 from gist_onnx.cli import main as cli
 from gist_onnx.manifest import read_manifest
 from gist_onnx.options import MAX_BATCH_TOKENS
 from gist_onnx.providers import CPU, OPENVINO, providers_for
-from gist_onnx.session import choose_precision
+from gist_onnx.session import choose_precision, graph_of
 
 pytestmark = pytest.mark.core
 AMX = frozenset({"avx512f", "avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16"})
 EPYC = frozenset({"avx2", "fma"})
+# A Xeon whose AMX the hypervisor hides: bf16 is native but slower than f32 under OpenVINO.
+AVX512_BF16 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
 
 
 def _device(ep_name: str, ov_device: str) -> SimpleNamespace:
@@ -43,13 +45,25 @@ def test_the_openvino_cpu_device_is_picked_from_the_ep_devices() -> None:
 
 
 def test_bf16_only_where_the_cpu_computes_it_natively() -> None:
-    assert ov.native_bf16(AMX) and not ov.native_bf16(EPYC)
+    assert ov.native_bf16(AMX) and ov.native_bf16(AVX512_BF16) and not ov.native_bf16(EPYC)
+    assert ov.fast_bf16(AMX) and not ov.fast_bf16(AVX512_BF16)
     hint = json.loads(ov.load_config("bf16", AMX)["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"]
     assert hint == "bf16"
     exact = json.loads(ov.load_config("fp32", EPYC)["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"]
     assert exact == "f32"  # fp32 under OpenVINO is exact, not its bf16 default
     with pytest.raises(ProviderError, match="needs a CPU with native bf16"):
         ov.load_config("bf16", EPYC)
+    # int8's float parts run as its quality was measured: bf16 where native, else exact f32.
+    for flags, hint in ((AMX, "bf16"), (AVX512_BF16, "f32"), (EPYC, "f32")):
+        config = json.loads(ov.load_config("int8", flags)["load_config"])
+        assert config["CPU"]["INFERENCE_PRECISION_HINT"] == hint
+
+
+def test_the_graph_each_precision_runs_on_each_device() -> None:
+    assert graph_of("bf16", "openvino") == "fp32"
+    assert graph_of("int8", "openvino") == "int8-openvino"
+    assert [graph_of("int8", device) for device in ("cpu", "cuda")] == ["int8", "int8"]
+    assert graph_of("fp32", "openvino") == "fp32"
 
 
 def test_what_each_device_runs(core_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,12 +71,16 @@ def test_what_each_device_runs(core_model: Path, monkeypatch: pytest.MonkeyPatch
     assert choose_precision("bf16", manifest, "openvino", core_model) == "bf16"
     with pytest.raises(ProviderError, match="bf16 runs under OpenVINO"):
         choose_precision("bf16", manifest, "cpu", core_model)
-    with pytest.raises(ProviderError, match="does not run on openvino"):
+    # OpenVINO's int8 is a graph of its own: a folder without it says which export flag adds it.
+    with pytest.raises(ModelFolderError, match=r"has no int8 graph for OpenVINO.*--openvino-int8"):
         choose_precision("int8", manifest, "openvino", core_model)
+    with pytest.raises(ProviderError, match="does not run on openvino"):
+        choose_precision("fp16", manifest, "openvino", core_model)
     monkeypatch.setattr(ov, "cpu_flags", lambda: AMX)
     assert choose_precision("auto", manifest, "openvino", core_model) == "bf16"  # OpenVINO's default there
-    monkeypatch.setattr(ov, "cpu_flags", lambda: EPYC)
-    assert choose_precision("auto", manifest, "openvino", core_model) == "fp32"
+    for slower_or_none in (AVX512_BF16, EPYC):
+        monkeypatch.setattr(ov, "cpu_flags", lambda flags=slower_or_none: flags)
+        assert choose_precision("auto", manifest, "openvino", core_model) == "fp32"
 
 
 def test_auto_never_picks_openvino() -> None:
