@@ -33,14 +33,20 @@ from gist_onnx.export.convert import (
 from gist_onnx.export.first_token import GraphShapeError, keep_first_token
 from gist_onnx.export.source import Source, resolve_source
 from gist_onnx.export.st_config import SentenceConfig, read_sentence_config
+from gist_onnx.export.static_int8 import builtin_calibration, quantize_static, read_calibration
 from gist_onnx.export.verify import MIN_COSINE, PROBES, reference_vectors, verify
-from gist_onnx.manifest import MANIFEST_NAME, GraphRecord, Manifest, file_record
-from gist_onnx.options import DEFAULT_MODEL
+from gist_onnx.manifest import FORMAT_VERSION, MANIFEST_NAME, GraphRecord, Manifest, file_record
+from gist_onnx.options import DEFAULT_MODEL, GRAPHS
 
-GRAPH_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx", "fp16": "model_fp16.onnx"}
+GRAPH_FILES = {
+    "fp32": "model.onnx",
+    "int8": "model_int8.onnx",
+    "fp16": "model_fp16.onnx",
+    "int8-openvino": "model_int8_openvino.onnx",
+}
 TOOLS = [
     "gist-onnx", "torch", "transformers", "optimum", "optimum-onnx", "onnx", "onnxruntime",
-    "sentence-transformers", "tokenizers",
+    "sentence-transformers", "tokenizers", "nncf",
 ]  # fmt: skip
 
 
@@ -116,6 +122,8 @@ def export_model(
     quantize_preset: str = "portable",
     int8_scales: str = "per-token",
     fp16: bool = False,
+    openvino_int8: bool = False,
+    calibration: str | Path | None = None,
     all_tokens: bool = False,
     opset: int | None = None,
     force: bool = False,
@@ -129,8 +137,11 @@ def export_model(
     batch mates) or "per-tensor" (ONNX Runtime's dynamic quantization, Q/K/V kept fp32).
     ``quantize_preset`` "portable" gives 7-bit int8 weights, exact on every CPU; a CPU's preset
     ("avx512_vnni", "arm64", or "auto" for this one's) may give 8-bit weights, exact only there.
-    With CLS pooling the last layer computes the first token only unless ``all_tokens``.
-    ``min_cosine`` overrides verification thresholds per precision; overrides are recorded.
+    ``openvino_int8`` adds the "int8-openvino" graph, static int8 for provider="openvino",
+    calibrated on the 300 STS-B sentences the export carries or on ``calibration`` (a text file,
+    one text per line). With CLS pooling the last layer computes the first token only unless
+    ``all_tokens``. ``min_cosine`` overrides verification thresholds per graph; overrides are
+    recorded.
     Raises ExportError, ModelUnavailableError, SentenceConfigError or VerificationError, having
     written nothing at ``output``.
     """
@@ -140,6 +151,14 @@ def export_model(
         settings = quantize_settings(quantize_preset, int8_scales) if quantize else None
     except ValueError as exc:
         raise ExportError(str(exc)) from exc
+    unknown = sorted(set(min_cosine or {}) - set(GRAPHS))
+    if unknown:
+        raise ExportError(f"--min-cosine names no graph: {unknown}; the graphs are {sorted(GRAPHS)}")
+    if calibration is not None and not openvino_int8:
+        raise ExportError("--calibration sets the scales of --openvino-int8; pass both or neither")
+    static_texts = None
+    if openvino_int8:
+        static_texts = read_calibration(Path(calibration)) if calibration else builtin_calibration()
     output = Path(output).expanduser().resolve()
     _check_target(output, force)
     source = resolve_source(model, revision)
@@ -151,7 +170,9 @@ def export_model(
     work = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(output)}{os.getpid()}-", dir=output.parent))
     work.chmod(0o755)  # mkdtemp makes it private; the published folder is an ordinary one
     try:
-        built = _build_graphs(source.folder, config, work, optimization, settings, fp16, all_tokens, opset)
+        built = _build_graphs(
+            source.folder, config, work, optimization, settings, fp16, static_texts, all_tokens, opset
+        )
         # The runtime reads the folder through its manifest, so verification needs a draft one.
         _write_manifest(work, _manifest(work, source, config, built, verification={}))
         reference = reference_vectors(source.folder, PROBES)
@@ -182,10 +203,12 @@ def _build_graphs(
     optimization: str,
     settings: QuantizeSettings | None,
     fp16: bool,
+    static_texts: list[str] | None,
     all_tokens: bool,
     opset: int | None,
 ) -> _Built:
-    """PyTorch → ONNX, then the first-token rewrite, the optimized fp32 graph, int8 and fp16."""
+    """PyTorch → ONNX, then the first-token rewrite, the optimized fp32 graph, int8, fp16 and
+    the static int8 for OpenVINO."""
     model_config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     heads, hidden = model_config["num_attention_heads"], model_config["hidden_size"]
     build = work / "build"
@@ -217,6 +240,10 @@ def _build_graphs(
         optimize(raw_graph, fused, "O2", heads, hidden)
         to_fp16(fused, work / GRAPH_FILES["fp16"])
         graphs["fp16"] = {"optimization": "O2"}
+    if static_texts:
+        out = work / GRAPH_FILES["int8-openvino"]
+        made = quantize_static(fp32, out, work / "tokenizer.json", config.max_seq_length, static_texts)
+        graphs["int8-openvino"] = {"optimization": optimization, "quantization": made}
     shutil.rmtree(build)
     return _Built(graphs, inputs, output_tokens, model_config["vocab_size"])
 
@@ -239,11 +266,15 @@ def _manifest(
         output="last_hidden_state",
         tokenizer=file_record(work / "tokenizer.json"),
         graphs={
-            name: GraphRecord(precision=name, **file_record(work / GRAPH_FILES[name]).__dict__, **made)
+            name: GraphRecord(
+                precision=GRAPHS[name], **file_record(work / GRAPH_FILES[name]).__dict__, **made
+            )
             for name, made in built.graphs.items()
         },
         tools=tool_versions(),
         verification=verification,
+        # Version 3 only where a graph's name is not its precision: older runtimes read the rest.
+        format_version=FORMAT_VERSION if any(GRAPHS[name] != name for name in built.graphs) else 2,
     )
 
 

@@ -10,8 +10,10 @@ import numpy as np
 from gist_onnx.errors import ExportError
 from gist_onnx.pooling import normalize
 
-# The one place the acceptance thresholds live: min cosine to PyTorch fp32 on the probe set.
-MIN_COSINE = {"fp32": 0.99999, "int8": 0.98, "fp16": 0.999}
+# The one place the acceptance thresholds live: min cosine to PyTorch fp32 on the probe set, by graph.
+# Static int8's scales are fixed at export, so a probe unlike every calibration text loses more
+# than under per-token scales (all-MiniLM-L6-v2: 0.982 at worst, per-token 0.988; docs/performance.md).
+MIN_COSINE = {"fp32": 0.99999, "int8": 0.98, "fp16": 0.999, "int8-openvino": 0.97}
 
 PROBES = [
     "",
@@ -64,25 +66,27 @@ def reference_vectors(model_dir: Path, texts: list[str]) -> np.ndarray:
 def verify(
     export_dir: Path,
     reference: np.ndarray,
-    precisions: list[str],
+    graphs: list[str],
     min_cosine: dict[str, float],
 ) -> dict[str, dict[str, float]]:
     """Encode the probes through the runtime for each graph; raise if any is below threshold.
 
-    Every graph is checked before raising, so one error reports all failures.
+    Every graph runs on ONNX Runtime's CPU provider, which every machine has; "int8-openvino",
+    made for OpenVINO, computes the same int8 arithmetic there. Every graph is checked before
+    raising, so one error reports all failures.
     """
     from gist_onnx import Embedder
 
     results: dict[str, dict[str, float]] = {}
     failures = []
-    for precision in precisions:
+    for graph in graphs:
         # One batch with every probe: padding and truncation are exercised together.
-        embedder = Embedder(export_dir, provider="cpu", precision=precision)
+        embedder = Embedder(export_dir, provider="cpu", graph=graph)
         found = agreement(reference, embedder.encode(PROBES, batch_size=len(PROBES)))
-        results[precision] = {**found.__dict__, "threshold": min_cosine[precision]}
-        if found.min_cosine < min_cosine[precision]:
+        results[graph] = {**found.__dict__, "threshold": min_cosine[graph]}
+        if found.min_cosine < min_cosine[graph]:
             failures.append(
-                f"{precision}: min cosine {found.min_cosine:.6f} < {min_cosine[precision]} "
+                f"{graph}: min cosine {found.min_cosine:.6f} < {min_cosine[graph]} "
                 f"(max abs diff {found.max_abs_diff:.2e})"
             )
     if failures:

@@ -38,9 +38,7 @@ def _min_cosine(value: str) -> tuple[str, float]:
     try:
         return precision, float(number)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected PRECISION=VALUE such as fp32=0.9999, got {value!r}"
-        ) from None
+        raise argparse.ArgumentTypeError(f"expected GRAPH=VALUE such as fp32=0.9999, got {value!r}") from None
 
 
 def _positive_int(value: str) -> int:
@@ -109,14 +107,24 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--fp16", action="store_true", help="also write a half-precision graph for GPUs")
     p.add_argument(
+        "--openvino-int8", action="store_true",
+        help="also write static int8 for --provider openvino (NNCF, scales calibrated at export; "
+        "OpenVINO cannot run the per-token --quantize graph)",
+    )  # fmt: skip
+    p.add_argument(
+        "--calibration", type=Path, metavar="FILE",
+        help="with --openvino-int8: texts like yours, one per line, at least 100, to set its scales "
+        "(default: 300 STS-B sentences the exporter carries)",
+    )  # fmt: skip
+    p.add_argument(
         "--all-tokens", action="store_true",
         help="compute the last layer for every token even with CLS pooling (by default a CLS "
         "model's last layer computes the first token only: the same vectors, less work)",
     )  # fmt: skip
     p.add_argument("--opset", type=int, help="ONNX opset (default: optimum's)")
     p.add_argument(
-        "--min-cosine", type=_min_cosine, action="append", default=[], metavar="PRECISION=VALUE",
-        help="override a verification threshold (recorded in the manifest)",
+        "--min-cosine", type=_min_cosine, action="append", default=[], metavar="GRAPH=VALUE",
+        help="override a graph's verification threshold, e.g. int8=0.97 (recorded in the manifest)",
     )  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
     p.add_argument(
@@ -134,12 +142,13 @@ def _run_export(args: argparse.Namespace) -> int:
         manifest = export_model(
             args.model, args.output, revision=args.revision, optimization=args.optimize,
             quantize=args.quantize, quantize_preset=args.quantize_preset,
-            int8_scales=args.int8_scales, fp16=args.fp16, all_tokens=args.all_tokens,
+            int8_scales=args.int8_scales, fp16=args.fp16, openvino_int8=args.openvino_int8,
+            calibration=args.calibration, all_tokens=args.all_tokens,
             opset=args.opset, force=args.force, min_cosine=dict(args.min_cosine),
         )  # fmt: skip
-    for precision, result in manifest.verification["results"].items():
+    for graph, result in manifest.verification["results"].items():
         print(
-            f"{precision}: min cosine to sentence-transformers {result['min_cosine']:.6f}, "
+            f"{graph}: min cosine to sentence-transformers {result['min_cosine']:.6f}, "
             f"max abs diff {result['max_abs_diff']:.2e}",
             file=sys.stderr,
         )
@@ -239,10 +248,13 @@ def _graph_line(name: str, manifest: Manifest, cpu_note: str | None) -> str:
     if graph.quantization:
         # Folders from before per-token scales existed were quantized per tensor.
         parts.append(f"{graph.quantization.get('activations', 'per-tensor')} scales")
-        parts.append(f"{graph.weight_bits}-bit weights ({cpu_note or 'exact on this CPU'})")
+        if name == "int8-openvino":
+            parts.append("for --provider openvino")
+        else:
+            parts.append(f"{graph.weight_bits}-bit weights ({cpu_note or 'exact on this CPU'})")
     if result:
         parts.append(f"min cosine to PyTorch {result['min_cosine']:.6f}")
-    return f"graph {name:5}  {graph.file} ({', '.join(parts)})"
+    return f"graph {name:13}  {graph.file} ({', '.join(parts)})"
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -267,7 +279,8 @@ def _run_info(args: argparse.Namespace) -> int:
     for name, graph in manifest.graphs.items():
         mismatch = int8_mismatch(graph.weight_bits) if graph.weight_bits else None
         print(_graph_line(name, manifest, "NOT exact on this CPU: " + mismatch if mismatch else None))
-    print(f"session:      {info.precision} on {', '.join(info.providers)}")
+    graph = f" ({info.graph} graph)" if info.graph != info.precision else ""
+    print(f"session:      {info.precision}{graph} on {', '.join(info.providers)}")
     budget = f"{info.max_batch_tokens} padded tokens" if info.max_batch_tokens else "no cap"
     print(f"per run:      {budget} (the {info.device} default)")
     return 0

@@ -1,0 +1,132 @@
+"""`export --openvino-int8`: static int8 for provider="openvino", written beside the other graphs,
+verified like them, and chosen by the runtime only under OpenVINO. Exported for real on the tiny
+GIST-shaped model; run for real on ONNX Runtime's CPU provider everywhere and under OpenVINO where
+its plugin offers a CPU device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nncf", reason="the export extra is not installed")
+
+from gist_onnx import Embedder, ModelFolderError, ProviderError  # noqa: E402
+from gist_onnx import openvino as ov  # noqa: E402
+from gist_onnx.cli import main as cli  # noqa: E402
+from gist_onnx.errors import ExportError  # noqa: E402
+from gist_onnx.export import export_model  # noqa: E402
+from gist_onnx.export.static_int8 import MIN_CALIBRATION_TEXTS, builtin_calibration  # noqa: E402
+from gist_onnx.export.verify import PROBES  # noqa: E402
+from gist_onnx.manifest import MANIFEST_NAME, read_manifest  # noqa: E402
+
+TEXTS = ["What is the capital of France?", "", "naïve café 🚀", "word " * 700]
+
+
+@pytest.fixture(scope="module")
+def static_export(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    out = tmp_path_factory.mktemp("static-int8") / "onnx"
+    args = ["export", str(tiny_model), "-o", str(out), "--quantize", "int8", "--openvino-int8"]
+    assert cli(args) == 0
+    return out
+
+
+def _openvino_here() -> bool:
+    try:
+        ov.device()
+    except ProviderError:
+        return False
+    return True
+
+
+def test_the_graph_is_written_described_and_verified(static_export: Path) -> None:
+    manifest = read_manifest(static_export)
+    assert set(manifest.graphs) == {"fp32", "int8", "int8-openvino"}
+    graph = manifest.graphs["int8-openvino"]
+    assert (graph.file, graph.precision) == ("model_int8_openvino.onnx", "int8")
+    assert graph.quantization["activations"] == "static"
+    assert graph.quantization["calibration_texts"] == len(builtin_calibration())
+    result = manifest.verification["results"]["int8-openvino"]
+    assert result["threshold"] == 0.97 and result["min_cosine"] >= 0.97
+    # Named apart from its precision: format 3, which older runtimes refuse with "upgrade".
+    assert manifest.format_version == 3
+    assert json.loads((static_export / MANIFEST_NAME).read_text())["format_version"] == 3
+
+
+def test_a_folder_without_it_stays_format_2(tiny_export: Path) -> None:
+    assert read_manifest(tiny_export).format_version == 2
+
+
+def test_the_builtin_calibration_spans_lengths_and_kinds() -> None:
+    texts = builtin_calibration()
+    assert len(texts) == len(set(texts)) >= 400 and "" not in texts
+    words = sorted(len(t.split()) for t in texts)
+    assert words[0] == 1 and words[-1] > 300  # one-word queries to passages past 256 tokens
+    assert any("東京" in t for t in texts) and not set(PROBES) & set(texts)
+
+
+def test_it_is_quantized_with_static_qdq_pairs(static_export: Path) -> None:
+    import onnx
+
+    ops = {node.op_type for node in onnx.load(str(static_export / "model_int8_openvino.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert "DynamicQuantizeLinear" not in ops and "MatMulIntegerToFloat" not in ops
+
+
+def test_the_cpu_provider_keeps_its_per_token_graph(static_export: Path) -> None:
+    embedder = Embedder(static_export, provider="cpu", precision="int8")
+    assert embedder.info.graph == "int8"
+
+
+def test_run_by_name_on_the_cpu_it_is_batch_independent(static_export: Path) -> None:
+    embedder = Embedder(static_export, provider="cpu", graph="int8-openvino")
+    assert (embedder.info.graph, embedder.info.precision) == ("int8-openvino", "int8")
+    together = embedder.encode(TEXTS, batch_size=len(TEXTS))
+    alone = np.stack([embedder.encode([t])[0] for t in TEXTS])
+    # Fixed scales: a text's vector does not depend on its batch mates.
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+    fp32 = Embedder(static_export, provider="cpu", precision="fp32").encode(TEXTS)
+    assert np.min((together * fp32).sum(axis=1)) >= 0.97
+
+
+def test_a_graph_the_folder_lacks_is_named(tiny_export: Path) -> None:
+    with pytest.raises(ModelFolderError, match=r"has no graph 'int8-openvino' \(it has \['fp32', 'int8'\]\)"):
+        Embedder(tiny_export, provider="cpu", graph="int8-openvino")
+
+
+def test_calibration_from_a_file(tmp_path: Path, tiny_model: Path) -> None:
+    texts = tmp_path / "mine.txt"
+    texts.write_text("\n".join(f"support ticket {i}: the printer on floor {i % 7} jams" for i in range(120)))
+    out = tmp_path / "onnx"
+    export_model(str(tiny_model), out, openvino_int8=True, calibration=texts)
+    manifest = read_manifest(out)
+    assert set(manifest.graphs) == {"fp32", "int8-openvino"}
+    assert manifest.graphs["int8-openvino"].quantization["calibration_texts"] == 120
+
+
+def test_bad_calibration_settings_fail_before_any_work(tmp_path: Path, tiny_model: Path) -> None:
+    few = tmp_path / "few.txt"
+    few.write_text("one text\nanother text\n\none text\n")
+    with pytest.raises(ExportError, match=f"2 distinct non-empty lines.*at least {MIN_CALIBRATION_TEXTS}"):
+        export_model(str(tiny_model), tmp_path / "a", openvino_int8=True, calibration=few)
+    with pytest.raises(ExportError, match="cannot read it as UTF-8"):
+        export_model(str(tiny_model), tmp_path / "b", openvino_int8=True, calibration=tmp_path / "none.txt")
+    with pytest.raises(ExportError, match="pass both or neither"):
+        export_model(str(tiny_model), tmp_path / "c", calibration=few)
+    with pytest.raises(ExportError, match=r"--min-cosine names no graph: \['int8_openvino'\]"):
+        export_model(str(tiny_model), tmp_path / "d", min_cosine={"int8_openvino": 0.9})
+    assert list(tmp_path.iterdir()) == [few]
+
+
+def test_openvino_int8_for_real_where_it_runs(static_export: Path) -> None:
+    if not _openvino_here():
+        pytest.skip("the OpenVINO plugin is not installed or offers no CPU device here")
+    embedder = Embedder(static_export, provider="openvino", precision="int8")
+    assert (embedder.info.device, embedder.info.graph) == ("openvino", "int8-openvino")
+    together = embedder.encode(TEXTS, batch_size=len(TEXTS))
+    alone = np.stack([embedder.encode([t])[0] for t in TEXTS])
+    assert np.min((together * alone).sum(axis=1)) >= 0.9999  # batch-independent under OpenVINO too
+    fp32 = Embedder(static_export, provider="cpu", precision="fp32").encode(TEXTS)
+    assert np.min((together * fp32).sum(axis=1)) >= 0.97
