@@ -296,6 +296,7 @@ README_VARIANTS = (
     "openvino-int8",
     "gist-onnx-fp32",
     "gist-onnx-openvino-bf16",
+    "gist-onnx-openvino-int8",
     "gist-onnx-int8",
 )
 
@@ -334,6 +335,7 @@ SETTINGS = {
     "gist-onnx-int8": '`export --quantize int8`, `precision="int8"`',
     "gist-onnx-openvino-fp32": '`provider="openvino"`, `precision="fp32"`',
     "gist-onnx-openvino-bf16": '`provider="openvino"`, `precision="bf16"`',
+    "gist-onnx-openvino-int8": '`export --openvino-int8`, `provider="openvino"`, `precision="int8"`',
 }
 
 
