@@ -147,10 +147,9 @@ def open_session(
         provider = "openvino"  # bf16 is OpenVINO's: asking for it names the provider
     wanted = providers_for(provider, available)
     device = device_of(wanted[0])
+    named = graph is not None
     if graph is not None:
-        if graph not in manifest.graphs:
-            raise ModelFolderError(model_dir, f"has no graph {graph!r} (it has {sorted(manifest.graphs)})")
-        chosen = manifest.graphs[graph].precision
+        chosen = _precision_of_graph(graph, precision, manifest, model_dir)
     else:
         chosen = choose_precision(precision, manifest, device, model_dir)
         graph = graph_of(chosen, device)
@@ -168,11 +167,23 @@ def open_session(
         RuntimeWarning,
         stacklevel=3,
     )
+    if named:  # a graph asked for by name runs wherever the session landed
+        return session, chosen, got, graph
     fallback = choose_precision(precision, manifest, got, model_dir)
     if fallback != chosen:
         graph = graph_of(fallback, got)
         session = _load(model_dir, manifest, graph, fallback, session.get_providers(), options, checksum)
     return session, fallback, got, graph
+
+
+def _precision_of_graph(graph: str, precision: str, manifest: Manifest, model_dir: Path) -> str:
+    """What a graph asked for by name computes in: its own precision, or bf16 for the fp32 graph."""
+    if graph not in manifest.graphs:
+        raise ModelFolderError(model_dir, f"has no graph {graph!r} (it has {sorted(manifest.graphs)})")
+    own = manifest.graphs[graph].precision
+    if precision in ("auto", own) or (precision == "bf16" and own == "fp32"):
+        return own if precision == "auto" else precision
+    raise ValueError(f"graph {graph!r} computes in {own}, not precision={precision!r}")
 
 
 def _load(

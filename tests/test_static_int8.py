@@ -91,9 +91,12 @@ def test_run_by_name_on_the_cpu_it_is_batch_independent(static_export: Path) -> 
     assert np.min((together * fp32).sum(axis=1)) >= 0.97
 
 
-def test_a_graph_the_folder_lacks_is_named(tiny_export: Path) -> None:
+def test_a_graph_the_folder_lacks_or_a_precision_it_does_not_compute_is_named(tiny_export: Path) -> None:
     with pytest.raises(ModelFolderError, match=r"has no graph 'int8-openvino' \(it has \['fp32', 'int8'\]\)"):
         Embedder(tiny_export, provider="cpu", graph="int8-openvino")
+    with pytest.raises(ValueError, match="graph 'int8' computes in int8, not precision='fp32'"):
+        Embedder(tiny_export, provider="cpu", graph="int8", precision="fp32")
+    assert Embedder(tiny_export, provider="cpu", graph="int8", precision="int8").info.graph == "int8"
 
 
 def test_calibration_from_a_file(tmp_path: Path, tiny_model: Path) -> None:
@@ -130,3 +133,13 @@ def test_openvino_int8_for_real_where_it_runs(static_export: Path) -> None:
     assert np.min((together * alone).sum(axis=1)) >= 0.9999  # batch-independent under OpenVINO too
     fp32 = Embedder(static_export, provider="cpu", precision="fp32").encode(TEXTS)
     assert np.min((together * fp32).sum(axis=1)) >= 0.97
+
+
+def test_the_calibration_study_grows_one_set_into_the_exports() -> None:
+    from benchmarks.studies.static_calibration import calibration_sets
+
+    sets = list(calibration_sets().values())
+    assert [len(s) for s in sets[:3]] == [300, 360, 410]
+    for smaller, larger in zip(sets, sets[1:]):
+        assert set(smaller) < set(larger)
+    assert sets[-1] == builtin_calibration()
