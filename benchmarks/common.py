@@ -89,6 +89,32 @@ def random_gist_export(work: Path) -> tuple[Path, Path]:
     return gist, folder
 
 
+def folder_with_graph(
+    export: Path, out: Path, graph: str, make: Callable[[Path, Path], dict[str, Any] | None]
+) -> Path:
+    """A copy at ``out`` of the gist-onnx folder ``export`` whose graph ``graph`` is the file that
+    ``make(folder, graph_path)`` writes (it may return changes to the graph's manifest record),
+    its size and sha256 recorded; renamed into place last, so a half-made copy is never reused."""
+    import dataclasses
+    import shutil
+
+    from gist_onnx.manifest import MANIFEST_NAME, file_record, read_manifest
+
+    if (out / MANIFEST_NAME).is_file():
+        return out
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(export, partial)
+    manifest = read_manifest(partial)
+    path = partial / manifest.graphs[graph].file
+    changes = make(partial, path) or {}
+    record = dataclasses.replace(manifest.graphs[graph], **file_record(path).__dict__, **changes)
+    manifest = dataclasses.replace(manifest, graphs={**manifest.graphs, graph: record})
+    (partial / MANIFEST_NAME).write_text(manifest.to_json())
+    partial.rename(out)
+    return out
+
+
 def parse_args(
     prog: str,
     doc: str,

@@ -143,3 +143,17 @@ def test_the_calibration_study_grows_one_set_into_the_exports() -> None:
     for smaller, larger in zip(sets, sets[1:]):
         assert set(smaller) < set(larger)
     assert sets[-1] == builtin_calibration()
+
+
+def test_the_study_swaps_in_a_graph_calibrated_otherwise(static_export: Path, tmp_path: Path) -> None:
+    from benchmarks.studies.static_calibration import calibration_sets, static_folder
+
+    texts = next(iter(calibration_sets().values()))
+    folder = static_folder(static_export, tmp_path / "swapped", texts)
+    graph = read_manifest(folder).graphs["int8-openvino"]
+    assert graph.quantization["calibration_texts"] == len(texts) == 300
+    assert graph.sha256 != read_manifest(static_export).graphs["int8-openvino"].sha256
+    embedder = Embedder(folder, provider="cpu", graph="int8-openvino")  # sizes and sha256 checked
+    assert embedder.encode(TEXTS).shape == (len(TEXTS), embedder.dim)
+    assert static_folder(static_export, folder, []) == folder  # made once, then reused
+    assert not (tmp_path / "swapped.partial").exists()

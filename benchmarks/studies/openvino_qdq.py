@@ -18,8 +18,6 @@ over 100 texts.
 
 from __future__ import annotations
 
-import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -35,32 +33,22 @@ BUILTIN = f"openvino-qdq-int8, calibrated on the export's {len(CALIBRATION_TEXTS
 
 
 def qdq_folder(export: Path, out: Path, calibration: list[str]) -> Path:
-    """A copy of the gist-onnx folder ``export`` whose fp32 graph is NNCF's static int8 of it
-    (QDQ), its manifest record updated; written last so a half-made one is never reused."""
-    import nncf
-    import onnx
+    """A copy of the gist-onnx folder ``export`` whose fp32 graph is NNCF's static int8 of it (QDQ)."""
 
-    from gist_onnx.manifest import MANIFEST_NAME, file_record, read_manifest
+    def quantize(folder: Path, graph: Path) -> None:
+        import nncf
+        import onnx
 
-    if (out / MANIFEST_NAME).is_file():
-        return out
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(export, partial)
-    graph = onnx.load(str(export / "model.onnx"))
-    names = {i.name for i in graph.graph.input}
-    pipeline = Pipeline(export, infer=None)
-    data = [{k: v for k, v in pipeline.feeds([s]).items() if k in names} for s in calibration]
-    quantized = nncf.quantize(
-        graph, nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(data)
-    )
-    onnx.save(quantized, str(partial / "model.onnx"))
-    manifest = read_manifest(partial)
-    record = dataclasses.replace(manifest.graphs["fp32"], **file_record(partial / "model.onnx").__dict__)
-    manifest = dataclasses.replace(manifest, graphs={**manifest.graphs, "fp32": record})
-    (partial / MANIFEST_NAME).write_text(manifest.to_json())
-    partial.rename(out)
-    return out
+        model = onnx.load(str(export / "model.onnx"))
+        names = {i.name for i in model.graph.input}
+        pipeline = Pipeline(export, infer=None)
+        data = [{k: v for k, v in pipeline.feeds([s]).items() if k in names} for s in calibration]
+        quantized = nncf.quantize(
+            model, nncf.Dataset(data), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(data)
+        )
+        onnx.save(quantized, str(graph))
+
+    return common.folder_with_graph(export, out, "fp32", quantize)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ the plugin offers a CPU device. Quality only (speed does not depend on the calib
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -54,30 +53,17 @@ def calibration_sets() -> dict[str, list[str]]:
 
 
 def static_folder(export: Path, out: Path, texts: list[str]) -> Path:
-    """A copy of the gist-onnx folder ``export`` with its int8-openvino graph calibrated on
-    ``texts``, its manifest record updated; written last so a half-made one is never reused."""
-    import dataclasses
-
+    """A copy of the gist-onnx folder ``export`` with its int8-openvino graph calibrated on ``texts``."""
     from gist_onnx.export.static_int8 import quantize_static
-    from gist_onnx.manifest import MANIFEST_NAME, file_record, read_manifest
+    from gist_onnx.manifest import read_manifest
 
-    if (out / MANIFEST_NAME).is_file():
-        return out
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(export, partial)
-    manifest = read_manifest(partial)
-    graph = partial / "model_int8_openvino.onnx"
-    made = quantize_static(
-        partial / "model.onnx", graph, partial / "tokenizer.json", manifest.max_seq_length, texts
-    )
-    record = dataclasses.replace(
-        manifest.graphs["int8-openvino"], **file_record(graph).__dict__, quantization=made
-    )
-    manifest = dataclasses.replace(manifest, graphs={**manifest.graphs, "int8-openvino": record})
-    (partial / MANIFEST_NAME).write_text(manifest.to_json())
-    partial.rename(out)
-    return out
+    length = read_manifest(export).max_seq_length
+
+    def quantize(folder: Path, graph: Path) -> dict[str, Any]:
+        made = quantize_static(folder / "model.onnx", graph, folder / "tokenizer.json", length, texts)
+        return {"quantization": made}
+
+    return common.folder_with_graph(export, out, "int8-openvino", quantize)
 
 
 def drift(encode: common.Encode, texts: list[str]) -> float:
