@@ -138,7 +138,7 @@ def export_model(
     ``quantize_preset`` "portable" gives 7-bit int8 weights, exact on every CPU; a CPU's preset
     ("avx512_vnni", "arm64", or "auto" for this one's) may give 8-bit weights, exact only there.
     ``openvino_int8`` adds the "int8-openvino" graph, static int8 for provider="openvino",
-    calibrated on the 300 STS-B sentences the export carries or on ``calibration`` (a text file,
+    calibrated on the texts the export carries (export/data) or on ``calibration`` (a text file,
     one text per line). With CLS pooling the last layer computes the first token only unless
     ``all_tokens``. ``min_cosine`` overrides verification thresholds per graph; overrides are
     recorded.

@@ -114,7 +114,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--calibration", type=Path, metavar="FILE",
         help="with --openvino-int8: texts like yours, one per line, at least 100, to set its scales "
-        "(default: 300 STS-B sentences the exporter carries)",
+        "(default: the 465 texts the exporter carries, one-word queries to long passages)",
     )  # fmt: skip
     p.add_argument(
         "--all-tokens", action="store_true",

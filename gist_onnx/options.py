@@ -6,11 +6,11 @@ Kept free of imports so the CLI can build its help without loading onnxruntime o
 DEFAULT_MODEL = "avsolatorio/GIST-Embedding-v0"
 
 PROVIDERS = ("auto", "cpu", "cuda", "openvino")
-GRAPH_PRECISIONS = ("fp32", "int8", "fp16")
 # The graphs a folder may hold, by name, and the precision each computes in. "int8-openvino" is
 # static int8 (QuantizeLinear/DequantizeLinear pairs, scales calibrated at export) for
 # provider="openvino", whose CPU plugin rejects the per-token "int8" graph (docs/performance.md).
 GRAPHS = {"fp32": "fp32", "int8": "int8", "fp16": "fp16", "int8-openvino": "int8"}
+GRAPH_PRECISIONS = tuple(dict.fromkeys(GRAPHS.values()))  # fp32, int8, fp16
 # bf16 is no graph of its own: the fp32 graph under OpenVINO with bf16 inference precision.
 PRECISIONS = ("auto", *GRAPH_PRECISIONS, "bf16")
 

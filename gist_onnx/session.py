@@ -148,7 +148,7 @@ def open_session(
     wanted = providers_for(provider, available)
     device = device_of(wanted[0])
     named = graph is not None
-    if graph is not None:
+    if named:
         chosen = _precision_of_graph(graph, precision, manifest, model_dir)
     else:
         chosen = choose_precision(precision, manifest, device, model_dir)

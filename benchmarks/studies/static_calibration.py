@@ -40,9 +40,10 @@ def calibration_sets() -> dict[str, list[str]]:
     """Each calibration set of the study by its label, built from the file the export carries."""
     from importlib.resources import files
 
-    from gist_onnx.export.static_int8 import builtin_calibration
+    from gist_onnx.export.static_int8 import CALIBRATION_FILES, builtin_calibration
 
-    lines = files("gist_onnx.export").joinpath("data", "stsb-calibration.txt").read_text("utf-8").splitlines()
+    # Raw lines, not deduplicated: the README's line ranges index them.
+    lines = files("gist_onnx.export").joinpath("data", CALIBRATION_FILES[0]).read_text("utf-8").splitlines()
     sets = {}
     for label, parts in SETS:
         if parts is None:
