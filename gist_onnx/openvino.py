@@ -24,7 +24,7 @@ REGISTRATION_NAME = "gist_onnx_openvino"
 # x86 flags of a CPU that computes bf16 natively; elsewhere OpenVINO would emulate it, slowly.
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 # Where bf16 is faster than f32 under OpenVINO: AMX's tiles. With AVX512_BF16 alone (a Xeon whose
-# AMX the hypervisor hides) bf16 ran at 0.66x f32 on GIST's architecture (docs/performance.md).
+# AMX the hypervisor hides) bf16 ran at 0.68x f32 on GIST's architecture (docs/performance.md).
 FAST_BF16_FLAGS = frozenset({"amx_bf16"})
 INSTALL_HINT = "pip install 'gist-onnx[openvino]' (it brings onnxruntime-ep-openvino)"
 _registered: dict[str, str] = {}  # library path → EP name, once per process
