@@ -11,9 +11,9 @@ from gist_onnx.errors import ExportError
 from gist_onnx.pooling import normalize
 
 # The one place the acceptance thresholds live: min cosine to PyTorch fp32 on the probe set, by graph.
-# Static int8's scales are fixed at export, so a probe unlike every calibration text loses more
-# than under per-token scales (all-MiniLM-L6-v2: 0.982 at worst, per-token 0.988; docs/performance.md).
-MIN_COSINE = {"fp32": 0.99999, "int8": 0.98, "fp16": 0.999, "int8-openvino": 0.97}
+# Both int8 graphs are held alike: static int8, its residual projections in float, kept 0.997 on the
+# probes at worst on all-MiniLM-L6-v2 (per-token 0.988; every GEMM static int8 kept 0.978-0.982).
+MIN_COSINE = {"fp32": 0.99999, "int8": 0.98, "fp16": 0.999, "int8-openvino": 0.98}
 
 PROBES = [
     "",

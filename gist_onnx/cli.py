@@ -108,8 +108,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fp16", action="store_true", help="also write a half-precision graph for GPUs")
     p.add_argument(
         "--openvino-int8", action="store_true",
-        help="also write static int8 for --provider openvino (NNCF, scales calibrated at export; "
-        "OpenVINO cannot run the per-token --quantize graph)",
+        help="also write static int8 for --provider openvino (NNCF, scales calibrated at export, the "
+        "GEMMs that feed the residual stream kept in float; OpenVINO cannot run the per-token "
+        "--quantize graph)",
     )  # fmt: skip
     p.add_argument(
         "--calibration", type=Path, metavar="FILE",

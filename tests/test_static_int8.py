@@ -18,7 +18,11 @@ from gist_onnx import openvino as ov  # noqa: E402
 from gist_onnx.cli import main as cli  # noqa: E402
 from gist_onnx.errors import ExportError  # noqa: E402
 from gist_onnx.export import export_model  # noqa: E402
-from gist_onnx.export.static_int8 import MIN_CALIBRATION_TEXTS, builtin_calibration  # noqa: E402
+from gist_onnx.export.static_int8 import (  # noqa: E402
+    MIN_CALIBRATION_TEXTS,
+    builtin_calibration,
+    residual_projections,
+)
 from gist_onnx.export.verify import PROBES  # noqa: E402
 from gist_onnx.manifest import MANIFEST_NAME, read_manifest  # noqa: E402
 
@@ -49,7 +53,7 @@ def test_the_graph_is_written_described_and_verified(static_export: Path) -> Non
     assert graph.quantization["activations"] == "static"
     assert graph.quantization["calibration_texts"] == len(builtin_calibration())
     result = manifest.verification["results"]["int8-openvino"]
-    assert result["threshold"] == 0.97 and result["min_cosine"] >= 0.97
+    assert result["threshold"] == 0.98 and result["min_cosine"] >= 0.98
     # Named apart from its precision: format 3, which older runtimes refuse with "upgrade".
     assert manifest.format_version == 3
     assert json.loads((static_export / MANIFEST_NAME).read_text())["format_version"] == 3
@@ -75,6 +79,43 @@ def test_it_is_quantized_with_static_qdq_pairs(static_export: Path) -> None:
     assert "DynamicQuantizeLinear" not in ops and "MatMulIntegerToFloat" not in ops
 
 
+def test_the_residual_projections_are_found_by_structure(static_export: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(static_export / "model.onnx")).graph
+    found = residual_projections(graph)
+    # Two a layer, the first-token last layer's included: attention output, then FFN output.
+    assert found == [
+        f"/encoder/layer.{i}/{part}/dense/MatMul" for i in range(2) for part in ("attention/output", "output")
+    ]
+    # The same GEMMs fused the way ONNX Runtime's O2 writes them: bias + residual + LayerNorm in one op.
+    fused = onnx.GraphProto()
+    fused.CopyFrom(graph)
+    for node in fused.node:
+        if node.op_type == "LayerNormalization":
+            node.op_type = "SkipLayerNormalization"
+    assert residual_projections(fused) == found
+
+
+def test_the_residual_projections_stay_in_float(static_export: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(static_export / "model_int8_openvino.onnx")).graph
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    activation_quantized = {
+        node.name: producer.get(node.input[0]) == "DequantizeLinear"
+        for node in graph.node
+        if node.op_type == "MatMul"
+    }
+    in_float = {name for name, quantized in activation_quantized.items() if not quantized}
+    # Softmax x V is never quantized (NNCF's transformer preset); the rest are our choice.
+    assert in_float - {n for n in in_float if n.endswith("attention/self/MatMul_1")} == set(
+        residual_projections(onnx.load(str(static_export / "model.onnx")).graph)
+    )
+    assert sum(activation_quantized.values()) == 2 * 5  # Q, K, V, Q x K and the FFN input, 2 layers
+    assert read_manifest(static_export).graphs["int8-openvino"].quantization["float_gemms"] == 4
+
+
 def test_the_cpu_provider_keeps_its_per_token_graph(static_export: Path) -> None:
     embedder = Embedder(static_export, provider="cpu", precision="int8")
     assert embedder.info.graph == "int8"
@@ -88,7 +129,7 @@ def test_run_by_name_on_the_cpu_it_is_batch_independent(static_export: Path) -> 
     # Fixed scales: a text's vector does not depend on its batch mates.
     np.testing.assert_allclose(together, alone, atol=1e-6)
     fp32 = Embedder(static_export, provider="cpu", precision="fp32").encode(TEXTS)
-    assert np.min((together * fp32).sum(axis=1)) >= 0.97
+    assert np.min((together * fp32).sum(axis=1)) >= 0.98
 
 
 def test_a_graph_the_folder_lacks_or_a_precision_it_does_not_compute_is_named(tiny_export: Path) -> None:
@@ -132,7 +173,7 @@ def test_openvino_int8_for_real_where_it_runs(static_export: Path) -> None:
     alone = np.stack([embedder.encode([t])[0] for t in TEXTS])
     assert np.min((together * alone).sum(axis=1)) >= 0.9999  # batch-independent under OpenVINO too
     fp32 = Embedder(static_export, provider="cpu", precision="fp32").encode(TEXTS)
-    assert np.min((together * fp32).sum(axis=1)) >= 0.97
+    assert np.min((together * fp32).sum(axis=1)) >= 0.98
 
 
 def test_the_calibration_study_grows_one_set_into_the_exports() -> None:
@@ -157,3 +198,4 @@ def test_the_study_swaps_in_a_graph_calibrated_otherwise(static_export: Path, tm
     assert embedder.encode(TEXTS).shape == (len(TEXTS), embedder.dim)
     assert static_folder(static_export, folder, []) == folder  # made once, then reused
     assert not (tmp_path / "swapped.partial").exists()
+
