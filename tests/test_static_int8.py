@@ -203,14 +203,15 @@ def test_the_study_swaps_in_a_graph_calibrated_otherwise(static_export: Path, tm
 def test_the_scope_study_leaves_the_sets_it_names_in_float(static_export: Path, tmp_path: Path) -> None:
     import onnx
 
-    from benchmarks.studies.static_scope import fake_quantized, scope_folder, scopes
+    from benchmarks.studies.static_calibration import static_folder
+    from benchmarks.studies.static_scope import fake_quantized, scopes
 
     graph = onnx.load(str(static_export / "model.onnx")).graph
     sets = scopes(graph)
     assert list(sets.values())[0] == [] and list(sets.values())[-1] == residual_projections(graph)
     late = sets["both, last half of the layers"]
     assert late == [n for n in residual_projections(graph) if "layer.1/" in n] and len(late) == 2
-    folder = scope_folder(static_export, tmp_path / "scope", builtin_calibration()[:100], late)
+    folder = static_folder(static_export, tmp_path / "scope", builtin_calibration()[:100], late)
     assert read_manifest(folder).graphs["int8-openvino"].quantization["float_gemms"] == 2
     # Fake quantization is the same arithmetic as the int8 kernels, up to their rounding.
     exact = Embedder(folder, provider="cpu", graph="int8-openvino").encode(TEXTS)

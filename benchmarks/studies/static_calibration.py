@@ -53,15 +53,17 @@ def calibration_sets() -> dict[str, list[str]]:
     return sets
 
 
-def static_folder(export: Path, out: Path, texts: list[str]) -> Path:
-    """A copy of the gist-onnx folder ``export`` with its int8-openvino graph calibrated on ``texts``."""
+def static_folder(export: Path, out: Path, texts: list[str], in_float: list[str] | None = None) -> Path:
+    """A copy of the gist-onnx folder ``export`` with its int8-openvino graph calibrated on ``texts``
+    (``in_float``: the MatMuls it leaves in float, by default the export's)."""
     from gist_onnx.export.static_int8 import quantize_static
     from gist_onnx.manifest import read_manifest
 
     length = read_manifest(export).max_seq_length
 
     def quantize(folder: Path, graph: Path) -> dict[str, Any]:
-        made = quantize_static(folder / "model.onnx", graph, folder / "tokenizer.json", length, texts)
+        tokenizer = folder / "tokenizer.json"
+        made = quantize_static(folder / "model.onnx", graph, tokenizer, length, texts, in_float)
         return {"quantization": made}
 
     return common.folder_with_graph(export, out, "int8-openvino", quantize)

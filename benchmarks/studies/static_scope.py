@@ -32,6 +32,7 @@ from benchmarks import common
 from benchmarks.corpus import fixed_shuffle, load_stsb, stsb_spearman
 from benchmarks.measure import median
 from benchmarks.peers import missing
+from benchmarks.studies.static_calibration import static_folder
 
 GATE = 0.985  # the int8 quality gate: min cosine to fp32
 ATTENTION_OUT = re.compile(r"attention/output/dense/MatMul$")
@@ -63,21 +64,6 @@ def scopes(graph: Any) -> dict[str, list[str]]:
         "attention-output and FFN-input projections": matching(ATTENTION_OUT, FFN_IN),
         "residual projections (attention and FFN output: the export's)": residual_projections(graph),
     }
-
-
-def scope_folder(export: Path, out: Path, texts: list[str], in_float: list[str]) -> Path:
-    """A copy of gist-onnx folder ``export`` whose int8-openvino graph leaves ``in_float`` in float."""
-    from gist_onnx.export.static_int8 import quantize_static
-    from gist_onnx.manifest import read_manifest
-
-    length = read_manifest(export).max_seq_length
-
-    def quantize(folder: Path, graph: Path) -> dict[str, Any]:
-        tokenizer = folder / "tokenizer.json"
-        made = quantize_static(folder / "model.onnx", graph, tokenizer, length, texts, in_float)
-        return {"quantization": made}
-
-    return common.folder_with_graph(export, out, "int8-openvino", quantize)
 
 
 def fake_quantized(folder: Path) -> Any:
@@ -115,7 +101,7 @@ def quality(work: Path, results: dict[str, Any]) -> None:
     labels = scopes(onnx.load(str(export / "model.onnx")).graph)
     for index, (label, in_float) in enumerate(labels.items()):
         common.log(f"MiniLM, in float: {label} ({len(in_float)} GEMMs)")
-        folder = scope_folder(export, work / "minilm" / f"scope-{index}", texts, in_float)
+        folder = static_folder(export, work / "minilm" / f"scope-{index}", texts, in_float)
         vectors = fake_quantized(folder).encode(sentences, batch_size=64)
         cosines = (vectors * expected).sum(axis=1)
         worst = int(np.argmin(cosines))
