@@ -116,6 +116,22 @@ def test_the_residual_projections_stay_in_float(static_export: Path) -> None:
     assert read_manifest(static_export).graphs["int8-openvino"].quantization["float_gemms"] == 4
 
 
+def test_it_is_made_from_the_unfused_graph_whatever_the_fp32_optimization(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    import onnx
+
+    out = tmp_path / "onnx"
+    args = ["export", str(tiny_model), "-o", str(out), "--optimize", "O2", "--openvino-int8"]
+    assert cli(args) == 0
+    manifest = read_manifest(out)
+    assert manifest.graphs["fp32"].optimization == "O2"
+    graph = manifest.graphs["int8-openvino"]
+    assert graph.optimization == "none" and graph.quantization["float_gemms"] == 4
+    domains = {node.domain for node in onnx.load(str(out / graph.file)).graph.node}
+    assert domains <= {"", "ai.onnx"}  # none of ONNX Runtime's com.microsoft fused ops
+
+
 def test_the_cpu_provider_keeps_its_per_token_graph(static_export: Path) -> None:
     embedder = Embedder(static_export, provider="cpu", precision="int8")
     assert embedder.info.graph == "int8"
