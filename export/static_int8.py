@@ -92,6 +92,7 @@ def quantize_static(
     samples = [text_tokenizer.pad([encoding], inputs) for encoding in text_tokenizer.encode(texts)]
     in_float = residual_projections(model.graph) if in_float is None else in_float
     # NNCF logs two INFO lines for every GEMM it leaves in float; its progress bars stay.
+    level = logging.getLogger("nncf").level
     nncf.set_log_level(logging.WARNING)
     try:
         quantized = nncf.quantize(
@@ -102,7 +103,7 @@ def quantize_static(
             ignored_scope=nncf.IgnoredScope(names=in_float),
         )
     finally:
-        nncf.set_log_level(logging.INFO)
+        nncf.set_log_level(level)
     onnx.save(quantized, str(graph_out))
     return {
         "activations": "static",

@@ -102,23 +102,16 @@ def quality(work: Path, results: dict[str, Any]) -> None:
     for index, (label, in_float) in enumerate(labels.items()):
         common.log(f"MiniLM, in float: {label} ({len(in_float)} GEMMs)")
         folder = static_folder(export, work / "minilm" / f"scope-{index}", texts, in_float)
-        vectors = fake_quantized(folder).encode(sentences, batch_size=64)
-        cosines = (vectors * expected).sum(axis=1)
-        worst = int(np.argmin(cosines))
-        row = {
-            "in_float": label, "float_gemms": len(in_float), "runs_on": "onnxruntime, fake quantization",
-            "min_cosine": float(cosines.min()), "below_gate": int((cosines < GATE).sum()),
-            "mean_cosine": float(cosines.mean()), "stsb_spearman_x100": stsb_spearman(pairs, vectors[rows]),
-            "worst": sentences[worst],
-        }  # fmt: skip
-        results["quality"].append(row)
+        runs = {"onnxruntime, fake quantization": fake_quantized(folder).encode(sentences, batch_size=64)}
         if index == len(labels) - 1 and missing("openvino") is None:
             encode = load_openvino(folder / "model_int8_openvino.onnx", folder)
-            vectors = encode(sentences, 64)
+            runs["OpenVINO runtime"] = encode(sentences, 64)
+        for runs_on, vectors in runs.items():
             cosines = (vectors * expected).sum(axis=1)
             results["quality"].append({
-                **row, "runs_on": "OpenVINO runtime", "min_cosine": float(cosines.min()),
-                "below_gate": int((cosines < GATE).sum()), "mean_cosine": float(cosines.mean()),
+                "in_float": label, "float_gemms": len(in_float), "runs_on": runs_on,
+                "min_cosine": float(cosines.min()), "below_gate": int((cosines < GATE).sum()),
+                "mean_cosine": float(cosines.mean()),
                 "stsb_spearman_x100": stsb_spearman(pairs, vectors[rows]),
                 "worst": sentences[int(np.argmin(cosines))],
             })  # fmt: skip
@@ -127,7 +120,7 @@ def quality(work: Path, results: dict[str, Any]) -> None:
 def speed(work: Path, results: dict[str, Any]) -> None:
     import onnx
 
-    from benchmarks.peers import load_openvino
+    from benchmarks.peers import load_openvino, openvino_precision
     from gist_onnx.export.static_int8 import builtin_calibration, quantize_static
     from gist_onnx.manifest import read_manifest
 
@@ -166,8 +159,6 @@ def speed(work: Path, results: dict[str, Any]) -> None:
                 start = time.perf_counter()
                 encode([text], 1)
                 single_s[name].append(time.perf_counter() - start)
-    from benchmarks.peers import openvino_precision
-
     results["openvino_precision"] = openvino_precision()
     for name in encoders:
         results["speed"].append({
