@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,6 +89,53 @@ def batch_drift(encoders: dict[str, Encode], texts: list[str]) -> dict[str, dict
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+# Tail figures carry a bootstrap interval: a p99 of a few hundred answers rests on its few
+# slowest, and two runs of the same phase differed by tens of percent (docs/serving.md).
+INTERVAL_LEVEL = 0.90
+RESAMPLES = 2000
+
+
+def percentile_interval(
+    samples: Sequence[float],
+    q: float,
+    level: float = INTERVAL_LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval (``level``, percentile method) of the ``q``-th percentile of independent
+    ``samples``."""
+    values = np.asarray(samples, dtype=np.float64)
+    if len(values) == 0:
+        raise ValueError("no samples")
+    draws = np.random.default_rng(seed).integers(0, len(values), size=(resamples, len(values)))
+    estimates = np.percentile(values[draws], q, axis=1)
+    low, high = np.quantile(estimates, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def block_interval(
+    blocks: Sequence[Sequence[Sequence[float]]],
+    statistic: Callable[..., float],
+    level: float = INTERVAL_LEVEL,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Bootstrap interval of ``statistic(*sides)`` over blocks: ``blocks[k]`` holds block k's
+    samples of every side. Whole blocks are drawn, every side's block k with the same draw, so
+    what is correlated within a block (a queue's latencies) and what is paired across sides (the
+    same arrivals) stays together."""
+    if not blocks:
+        raise ValueError("no blocks")
+    sides = [[np.asarray(b[side], dtype=np.float64) for b in blocks] for side in range(len(blocks[0]))]
+    rng = np.random.default_rng(seed)
+    estimates = []
+    for _ in range(resamples):
+        drawn = rng.integers(0, len(blocks), size=len(blocks))
+        estimates.append(statistic(*(np.concatenate([side[k] for k in drawn]) for side in sides)))
+    low, high = np.quantile(estimates, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def bert_flops(config: dict[str, Any], lengths: list[int]) -> float:

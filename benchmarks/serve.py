@@ -26,11 +26,21 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from benchmarks.common import log, machine, random_gist, versions
 from benchmarks.corpus import Workload, fixed_shuffle, load_stsb, workload_texts
 from benchmarks.load import LoadResult, closed_loop, merged, open_loop, poisson_arrivals
-from benchmarks.measure import alternating_latency, median, timed
-from benchmarks.traffic import FULL_TRAFFIC, QUICK_TRAFFIC, TrafficPlan, mixed_phase, sparse_phase, zipf_phase
+from benchmarks.measure import INTERVAL_LEVEL, alternating_latency, block_interval, median, timed
+from benchmarks.traffic import (
+    FULL_TRAFFIC,
+    QUICK_TRAFFIC,
+    TrafficPlan,
+    interval_text,
+    mixed_phase,
+    sparse_phase,
+    zipf_phase,
+)
 from benchmarks.traffic import markdown as traffic_markdown
 from gist_onnx.batcher import Batcher, Job, RunStats
 from gist_onnx.options import GRAPH_PRECISIONS
@@ -56,7 +66,7 @@ FULL = ServePlan(
     clients=(1, 16, 64),
     closed_seconds=15.0,
     ceiling_blocks=3,
-    open_seconds={"25%": 30.0, "50%": 40.0, "200%": 30.0},
+    open_seconds={"25%": 30.0, "50%": 120.0, "200%": 30.0},
     queue_shares=("25%", "50%"),
     idle_calls=200,
     precisions=("fp32", "int8"),
@@ -134,10 +144,10 @@ def open_loop_in_process(
 
 def paired_open_loops(
     port: int, batcher: Batcher, rate: float, texts: list[str], seconds: float
-) -> tuple[LoadResult, LoadResult]:
+) -> tuple[list[LoadResult], list[LoadResult]]:
     """The server's open loop and the same arrivals in process, in alternating blocks of about
     ``OPEN_BLOCK_SECONDS`` (block k: seed k for both, its texts rotated by k blocks' worth, the
-    first of the pair alternating), each side's blocks merged."""
+    first of the pair alternating): each side's blocks, in order."""
     blocks = max(1, round(seconds / OPEN_BLOCK_SECONDS))
     server, queue = [], []
     for block in range(blocks):
@@ -148,7 +158,25 @@ def paired_open_loops(
                 server.append(asyncio.run(open_loop(port, rate, rotated, seconds / blocks, block)))
             else:
                 queue.append(queue_loop(batcher, rate, rotated, seconds / blocks, block))
-    return merged(server), merged(queue)
+    return server, queue
+
+
+def paired_tail(server: list[LoadResult], queue: list[LoadResult]) -> dict[str, Any]:
+    """The server's p99 over the same arrivals' in process, and bootstrap intervals of it and of
+    the server's p99, drawing whole pairs of blocks (benchmarks.measure.block_interval)."""
+    blocks = [
+        (np.array(s.latencies.get(200, [])) * 1e3, np.array(q.latencies.get(200, [])) * 1e3)
+        for s, q in zip(server, queue)
+    ]
+    p99 = lambda a: float(np.percentile(a, 99))  # noqa: E731
+    whole = [np.concatenate([block[side] for block in blocks]) for side in (0, 1)]
+    return {
+        "blocks": len(blocks),
+        "interval_level": INTERVAL_LEVEL,
+        "server_p99_interval_ms": block_interval([(s,) for s, _ in blocks], p99),
+        "p99_ratio": p99(whole[0]) / p99(whole[1]),
+        "p99_ratio_interval": block_interval(blocks, lambda s, q: p99(s) / p99(q)),
+    }
 
 
 def open_loops(
@@ -163,8 +191,11 @@ def open_loops(
         log(f"[{label}] open loop at {share} of the peak ({rate:.0f}/s), {seconds:.0f} s"
             + (", in blocks alternating with the same arrivals in process" if paired else ""))  # fmt: skip
         if paired:
-            loop, beside = paired_open_loops(server.port, queue, rate, texts, seconds)
-            in_process[f"open_{share}"] = {"rate_per_s": rate, **beside.summary()}
+            server_blocks, queue_blocks = paired_open_loops(server.port, queue, rate, texts, seconds)
+            loop, beside = merged(server_blocks), merged(queue_blocks)
+            in_process[f"open_{share}"] = {
+                "rate_per_s": rate, **beside.summary(), "paired": paired_tail(server_blocks, queue_blocks)
+            }  # fmt: skip
         else:
             loop = asyncio.run(open_loop(server.port, rate, texts, seconds))
         figures[f"open_{share}"] = {"rate_per_s": rate, **loop.summary(), "rss_mib_after": server.rss_mib()}
@@ -348,12 +379,14 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         'Open loop: Poisson arrivals at a share of the 64-client peak. "Same queue in process" offers '
-        "the same arrivals to the server's batcher without HTTP, in this process.",
+        "the same arrivals to the server's batcher without HTTP, in this process, in blocks of about "
+        f"{OPEN_BLOCK_SECONDS:.0f} s alternating with the server's; the intervals are {INTERVAL_LEVEL:.0%} "
+        "bootstrap intervals drawing whole pairs of blocks.",
         "",
-        "| precision | load | offered / served texts/s | server p50 / p99 ms | same queue in process "
-        "p50 / p99 ms | 4x idle p50 ms | statuses | dropped connections | 429 p99 ms | RSS MiB idle → "
-        "after | right after: status, p50 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| precision | load | offered / served texts/s | server p50 / p99 ms | server p99 interval ms | "
+        "same queue in process p50 / p99 ms | p99 server / in process (interval) | 4x idle p50 ms | "
+        "statuses | dropped connections | 429 p99 ms | RSS MiB idle → after | right after: status, p50 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for precision, r in report["precisions"].items():
         s = r["server"]
@@ -365,9 +398,17 @@ def markdown(report: dict[str, Any]) -> str:
             after_text = (
                 f"{_statuses(after['statuses'])}, {after['p50_ms']:.1f}" if share == shares[-1] else ""
             )
+            queue = r["in_process"].get(f"open_{share}")
+            paired = (queue or {}).get("paired")
+            ratio = (
+                f"{paired['p99_ratio']:.2f}x ({interval_text(paired['p99_ratio_interval'], 'x', 2)})"
+                if paired
+                else "not run"
+            )
             lines.append(
                 f"| {precision} | {share} | {o['rate_per_s']:.0f} / {o['texts_per_s']:.0f} | {_p50_p99(o)} | "
-                f"{_p50_p99(r['in_process'].get(f'open_{share}'))} | {4 * s['idle']['server_p50_ms']:.0f} | "
+                f"{interval_text(paired['server_p99_interval_ms'], digits=0) if paired else 'not run'} | "
+                f"{_p50_p99(queue)} | {ratio} | {4 * s['idle']['server_p50_ms']:.0f} | "
                 f"{_statuses(o['statuses'])} | {o['errors']} | {rejected} | "
                 f"{s['rss_mib_idle']:.0f} → {o['rss_mib_after']:.0f} | {after_text} |"
             )
@@ -385,9 +426,10 @@ def readme_table(report: dict[str, Any]) -> str:
         f"{machine_line(report)} {report['model']}.",
         "",
         "| precision | 64 clients texts/s (vs ceiling) | p99 / p50, 64 clients | 50% load p99 ms: server / "
-        "same queue in process / 4x idle p50 | repeated queries, cache vs none: texts/s, p50, bit-identical "
-        "| big request beside small ones: small p50 / p99 (x idle p50), big (x alone) | CPU ms per "
-        "request: sparse / back to back | 200% load: statuses, 429 p99 ms |",
+        "same queue in process / 4x idle p50 (server over in process, "
+        f"{INTERVAL_LEVEL:.0%} interval) | repeated queries, cache vs none: texts/s, p50, bit-identical "
+        "| big request beside small ones: small p50 / p99 (x idle p50; p99 interval), big (x alone) | "
+        "CPU ms per request: sparse / back to back | 200% load: statuses, 429 p99 ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for precision, r in report["precisions"].items():
@@ -398,10 +440,14 @@ def readme_table(report: dict[str, Any]) -> str:
         )
         half, queue = s["open_50%"], ip.get("open_50%")
         tail = f"{half['p99_ms']:.0f} / {queue['p99_ms']:.0f}" if queue else f"{half['p99_ms']:.0f} / not run"
+        tail += f" / {4 * idle:.0f}"
+        paired = (queue or {}).get("paired")
+        if paired:
+            tail += f" ({paired['p99_ratio']:.2f}x, {interval_text(paired['p99_ratio_interval'], 'x', 2)})"
         cells = [
             f"{c64['texts_per_s']:.1f} ({c64['vs_ceiling']:.2f}x)",
             f"{c64['p99_ms'] / c64['p50_ms']:.2f}",
-            f"{tail} / {4 * idle:.0f}",
+            tail,
         ]
         traffic = r.get("traffic")
         if traffic:
@@ -410,7 +456,8 @@ def readme_table(report: dict[str, Any]) -> str:
                 f"{z['throughput_ratio']:.1f}x, {z['p50_ratio']:.2f}x, "
                 f"{z['bit_identical']} / {z['compared']}",
                 f"{m['small']['p50_ms']:.0f} / {m['small']['p99_ms']:.0f} ({m['small_p50_vs_idle']:.1f}x / "
-                f"{m['small_p99_vs_idle']:.1f}x), {m['big_ratio']:.2f}x",
+                f"{m['small_p99_vs_idle']:.1f}x; {interval_text(m.get('small_p99_vs_idle_interval'), 'x')}), "
+                f"{m['big_ratio']:.2f}x",
                 f"{sp['sparse_cpu_ms_per_request']:.0f} / {sp['back_to_back_cpu_ms_per_request']:.0f}",
             ]
         else:

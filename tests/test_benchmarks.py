@@ -112,6 +112,16 @@ def test_serve_benchmark_quick_writes_every_figure(tmp_path: Path) -> None:
     assert queue["rate_per_s"] == fp32["server"]["open_50%"]["rate_per_s"] and queue["p99_ms"] > 0
     # In alternating blocks on the same seeds: the server got exactly the same arrivals.
     assert sum(queue["statuses"].values()) == sum(fp32["server"]["open_50%"]["statuses"].values())
+    paired = queue["paired"]  # the server's p99 over the in-process one, with bootstrap intervals
+    assert paired["blocks"] >= 1
+    low, high = paired["p99_ratio_interval"]
+    assert 0 < low <= paired["p99_ratio"] <= high
+    low, high = paired["server_p99_interval_ms"]
+    assert 0 < low <= fp32["server"]["open_50%"]["p99_ms"] <= high
+    mixed = fp32["traffic"]["mixed"]
+    assert mixed["big_statuses"] == [200] * (1 + report["plan"]["traffic"]["big_requests"])
+    low, high = mixed["small_p99_vs_idle_interval"]
+    assert 0 < low <= mixed["small_p99_vs_idle"] <= high
     for name in ("closed_1", "closed_16", "closed_64", "open_50%", "open_200%", "right_after_overload"):
         figures = fp32["server"][name]
         assert figures["texts_per_s"] > 0 and figures["errors"] == 0, name
