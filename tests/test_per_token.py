@@ -199,3 +199,68 @@ def test_smoothing_evens_out_an_outlier_channel(tmp_path: Path) -> None:
     np.testing.assert_allclose(smoothed, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
     error = lambda found: np.abs(found - exact).mean() / np.abs(exact).mean()  # noqa: E731
     assert error(smoothed) < error(plain) / 2
+
+
+def _qkv_graph(path: Path, weights: list[np.ndarray], biases: list[np.ndarray], shared: bool) -> None:
+    """x → three ``x @ W + b``, as a BERT layer's Q, K and V (the second bias through an Identity,
+    as optimum writes it). ``shared=False`` gives each GEMM its own copy of x."""
+    nodes = []
+    for k in range(3):
+        x = "x" if shared else f"x{k}"
+        if not shared:
+            nodes.append(helper.make_node("Identity", ["x"], [x]))
+        bias = f"b{k}"
+        if k == 1:
+            nodes.append(helper.make_node("Identity", [bias], [f"{bias}/id"]))
+            bias = f"{bias}/id"
+        nodes.append(helper.make_node("MatMul", [x, f"w{k}"], [f"m{k}"], name=f"gemm{k}"))
+        nodes.append(helper.make_node("Add", [bias, f"m{k}"] if k < 2 else [f"m{k}", bias], [f"y{k}"]))
+    dims = ["batch", "sequence"]
+    graph = helper.make_graph(
+        nodes,
+        "qkv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*dims, weights[0].shape[0]])],
+        [
+            helper.make_tensor_value_info(f"y{k}", TensorProto.FLOAT, [*dims, w.shape[1]])
+            for k, w in enumerate(weights)
+        ],
+        [numpy_helper.from_array(w, f"w{k}") for k, w in enumerate(weights)]
+        + [numpy_helper.from_array(b, f"b{k}") for k, b in enumerate(biases)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def _run(path: Path, x: np.ndarray) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["y0", "y1", "y2"], {"x": x})
+
+
+def test_gemms_that_read_one_input_run_as_one_and_give_the_same_bits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    weights = [rng.normal(size=(48, n)).astype(np.float32) for n in (16, 16, 8)]
+    biases = [rng.normal(size=w.shape[1]).astype(np.float32) for w in weights]
+    x = rng.normal(size=(3, 5, 48)).astype(np.float32)
+    x[1, 2] *= 300  # an outlier token keeps its own scale in the fused GEMM too
+    names = ["gemm0", "gemm1", "gemm2"]
+    outputs = {}
+    for shared in (True, False):
+        _qkv_graph(tmp_path / f"fp32-{shared}.onnx", weights, biases, shared)
+        quantize_per_token(tmp_path / f"fp32-{shared}.onnx", tmp_path / f"int8-{shared}.onnx", names, 7)
+        ops = [node.op_type for node in onnx.load(str(tmp_path / f"int8-{shared}.onnx")).graph.node]
+        assert ops.count("MatMulIntegerToFloat") == (1 if shared else 3)
+        if shared:  # the biases are added once, after the one GEMM: the Adds and the Identity are gone
+            assert ops.count("Add") == 1 and ops.count("Split") == 1 and "Identity" not in ops
+        outputs[shared] = _run(tmp_path / f"int8-{shared}.onnx", x)
+    for fused, apart, w, b in zip(outputs[True], outputs[False], weights, biases):
+        np.testing.assert_array_equal(fused, apart)  # bit for bit
+        expected = _reference(x.astype(np.float64), w.astype(np.float64), 7) + b
+        np.testing.assert_allclose(fused, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
+
+    # Smoothed, the three share one s_c from their joint max |W_c|, as they did apart from each other.
+    channel_max = {"x": np.abs(x).max(axis=(0, 1))}
+    quantize_per_token(tmp_path / "fp32-True.onnx", tmp_path / "smoothed.onnx", names, 7, channel_max)
+    joint = np.abs(np.concatenate(weights, axis=1)).max(axis=1)
+    smooth = np.clip(np.sqrt(channel_max["x"] / joint), 1e-2, 1e2)
+    for found, w, b in zip(_run(tmp_path / "smoothed.onnx", x), weights, biases):
+        expected = _reference(x.astype(np.float64), w.astype(np.float64), 7, smooth) + b
+        np.testing.assert_allclose(found, expected, rtol=1e-4, atol=1e-4 * np.abs(expected).max())
