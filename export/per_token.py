@@ -92,7 +92,7 @@ def quantize_per_token(
         if id(node) in groups:
             rewrite.gemms(groups[id(node)], initializers, weight_bits, biases[id(node)])
         elif id(node) in alone:
-            rewrite.gemm(node, initializers[node.input[1]], weight_bits)
+            rewrite.gemms([node], initializers, weight_bits)
         elif id(node) not in taken:
             rewrite.nodes.append(node)
     rewrite.nodes = _live(rewrite.nodes, {output.name for output in graph.output})
@@ -137,31 +137,11 @@ class _Rewrite:
         self.added.append(numpy_helper.from_array(value, name))
         return name
 
-    def gemm(self, node, weight, weight_bits: int) -> None:
-        """``x @ W`` → MatMulIntegerToFloat(x_q, W_q) x per-token scale, under the node's name."""
-        from onnx import helper
-
-        x = node.input[0]
-        w_q, w_scale = self._weight(weight, x, weight_bits)
-        w_q_name = self.constant(f"{weight.name}/int8", w_q)
-        w_scale_name = self.constant(f"{weight.name}/scale", w_scale)
-        x_q, x_scale = self._quantized_input(x, w_q.shape[0])
-        out = node.output[0]
-        self.nodes += [
-            helper.make_node(
-                "MatMulIntegerToFloat",
-                [x_q, w_q_name, self.one, w_scale_name, self.zero_point],
-                [f"{out}/per_token"],
-                domain="com.microsoft",
-                name=node.name,
-            ),
-            helper.make_node("Mul", [f"{out}/per_token", x_scale], [out]),
-        ]
-
-    def gemms(self, nodes: list, initializers: dict, weight_bits: int, biases: list | None) -> None:
-        """GEMMs that read one activation, as one: their int8 weights side by side, one
-        MatMulIntegerToFloat, one per-token multiply, and (``biases``: each GEMM's (bias, Add))
-        one bias add, then split into what each GEMM's output (or its Add's) was.
+    def gemms(self, nodes: list, initializers: dict, weight_bits: int, biases: list | None = None) -> None:
+        """``x @ W`` → MatMulIntegerToFloat(x_q, W_q) x per-token scale, for one GEMM or for
+        several that read one activation (Q, K and V): then their int8 weights go side by side
+        into one GEMM, (``biases``: each GEMM's (bias, Add)) their biases are added once, and a
+        Split writes what each GEMM's output (or its Add's) was.
 
         Each column is computed exactly as alone (integer sums are exact, and every column keeps
         its own weight scale), so the vectors are the same bit for bit; a layer saves two GEMMs'
@@ -171,11 +151,12 @@ class _Rewrite:
 
         x = nodes[0].input[0]
         quantized = [self._weight(initializers[node.input[1]], x, weight_bits) for node in nodes]
-        name = f"{nodes[0].name}/fused"
+        name = nodes[0].name if len(nodes) == 1 else f"{nodes[0].name}/fused"
         w_q = self.constant(f"{name}/int8", np.concatenate([w for w, _ in quantized], axis=1))
         w_scale = self.constant(f"{name}/scale", np.concatenate([s for _, s in quantized]))
-        widths = self.constant(f"{name}/widths", np.array([w.shape[1] for w, _ in quantized], np.int64))
         x_q, x_scale = self._quantized_input(x, quantized[0][0].shape[0])
+        outputs = [add.output[0] for _, add in biases] if biases else [node.output[0] for node in nodes]
+        result = outputs[0] if len(nodes) == 1 and not biases else f"{name}/out"
         self.nodes += [
             helper.make_node(
                 "MatMulIntegerToFloat",
@@ -184,14 +165,17 @@ class _Rewrite:
                 domain="com.microsoft",
                 name=name,
             ),
-            helper.make_node("Mul", [f"{name}/per_token", x_scale], [f"{name}/out"]),
+            helper.make_node("Mul", [f"{name}/per_token", x_scale], [result]),
         ]
-        outputs, result = [node.output[0] for node in nodes], f"{name}/out"
         if biases:
             bias = self.constant(f"{name}/bias", np.concatenate([b for b, _ in biases]).astype(np.float32))
             self.nodes.append(helper.make_node("Add", [result, bias], [f"{name}/biased"]))
-            outputs, result = [add.output[0] for _, add in biases], f"{name}/biased"
-        self.nodes.append(helper.make_node("Split", [result, widths], outputs, axis=-1))
+            result = f"{name}/biased"
+        if len(nodes) > 1:
+            widths = np.array([w.shape[1] for w, _ in quantized], np.int64)
+            self.nodes.append(
+                helper.make_node("Split", [result, self.constant(f"{name}/widths", widths)], outputs, axis=-1)
+            )
 
     def _weight(self, weight, x: str, weight_bits: int) -> tuple[np.ndarray, np.ndarray]:
         """The int8 weights and per-column scales of ``x @ W``, smoothed where ``x`` is."""
