@@ -83,16 +83,13 @@ def quantize_per_token(
     # its input and every constant are ready there, and the rest come later.
     nodes = list(graph.node)  # one object per node, so that id() names it throughout
     readers = _gemms_by_input(nodes, initializers, wanted)
-    groups = {id(group[0]): group for group in readers.values() if len(group) > 1}
-    biases = {first: _bias_adds(nodes, initializers, group) for first, group in groups.items()}
-    alone = {id(group[0]) for group in readers.values() if len(group) == 1}
+    firsts = {id(group[0]): group for group in readers.values()}
+    biases = _bias_adds(nodes, initializers, [group for group in readers.values() if len(group) > 1])
     taken = {id(node) for group in readers.values() for node in group}
     taken |= {id(add) for adds in biases.values() if adds for _, add in adds}
     for node in nodes:
-        if id(node) in groups:
-            rewrite.gemms(groups[id(node)], initializers, weight_bits, biases[id(node)])
-        elif id(node) in alone:
-            rewrite.gemms([node], initializers, weight_bits)
+        if id(node) in firsts:
+            rewrite.gemms(firsts[id(node)], initializers, weight_bits, biases.get(id(node)))
         elif id(node) not in taken:
             rewrite.nodes.append(node)
     rewrite.nodes = _live(rewrite.nodes, {output.name for output in graph.output})
@@ -286,9 +283,10 @@ def _gemms_by_input(nodes: list, initializers: dict, wanted: set[str]) -> dict[s
     return readers
 
 
-def _bias_adds(nodes: list, initializers: dict, gemms: list) -> list[tuple[np.ndarray, object]] | None:
-    """(bias, Add) of each GEMM whose output only a bias Add reads (the bias a constant vector of
-    its width, through Identity nodes or not); None unless every GEMM has one."""
+def _bias_adds(nodes: list, initializers: dict, groups: list[list]) -> dict[int, list | None]:
+    """Per group of GEMMs (keyed by its first one's id): the (bias, Add) of each GEMM whose output
+    only a bias Add reads (the bias a constant vector of its width, through Identity nodes or
+    not); None unless every GEMM of the group has one."""
     from onnx import numpy_helper
 
     consumers: dict[str, list] = {}
@@ -302,18 +300,19 @@ def _bias_adds(nodes: list, initializers: dict, gemms: list) -> list[tuple[np.nd
             name = identity[name]
         return numpy_helper.to_array(initializers[name]) if name in initializers else None
 
-    found = []
-    for gemm in gemms:
+    def bias_add(gemm) -> tuple[np.ndarray, object] | None:
         readers = consumers.get(gemm.output[0], [])
         if len(readers) != 1 or readers[0].op_type != "Add":
             return None
         add = readers[0]
-        other = add.input[1] if add.input[0] == gemm.output[0] else add.input[0]
-        bias = constant(other)
+        bias = constant(add.input[1] if add.input[0] == gemm.output[0] else add.input[0])
         width = initializers[gemm.input[1]].dims[1]
-        if bias is None or bias.shape != (width,):
-            return None
-        found.append((bias, add))
+        return (bias, add) if bias is not None and bias.shape == (width,) else None
+
+    found = {}
+    for group in groups:
+        adds = [bias_add(gemm) for gemm in group]
+        found[id(group[0])] = adds if all(adds) else None
     return found
 
 
