@@ -19,6 +19,9 @@ import numpy as np
 
 # Every stack is measured through the same call: encode(texts, batch_size) -> (n, dim) float32.
 Encode = Callable[[list[str], int], np.ndarray]
+# The instruction-set flags a report records: int8's kernels depend on VNNI and AMX, bf16's speed on
+# AMX and AVX512_BF16 (docs/performance.md).
+SIMD_FLAGS = frozenset({"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"})
 
 
 def log(message: str) -> None:
@@ -27,7 +30,7 @@ def log(message: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    """The CPU (model, cores, the SIMD flags int8 depends on), memory, Python and providers."""
+    """The CPU (model, cores, the SIMD flags int8 and bf16 depend on), memory, Python and providers."""
     import onnxruntime as ort
 
     from gist_onnx.cpu import cpu_flags
@@ -43,7 +46,7 @@ def machine() -> dict[str, Any]:
     return {
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
-        "simd": sorted((cpu_flags() or set()) & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"}),
+        "simd": sorted((cpu_flags() or set()) & SIMD_FLAGS),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "onnxruntime_providers": ort.get_available_providers(),

@@ -3,7 +3,8 @@
 - **PyTorch bf16**: sentence-transformers with ``model_kwargs={"dtype": torch.bfloat16}``, only
   where the CPU multiplies bf16 natively (AMX, AVX512_BF16); elsewhere it is emulated, slowly.
 - **OpenVINO**: its runtime on sentence-transformers' own ONNX export (a standard optimum graph,
-  every token computed to the last layer), default hints: bf16 inference on AMX, f32 elsewhere.
+  every token computed to the last layer), default hints: bf16 inference where the CPU has native
+  bf16 (AMX or AVX512_BF16), f32 elsewhere.
   sentence-transformers' ``backend="openvino"`` would be the natural way, but it needs
   optimum-intel, which pins optimum 2.3 and another torch: it cannot install beside optimum-onnx's
   optimum ~2.1. Its runtime on the same graph is what that backend runs.

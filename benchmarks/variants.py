@@ -52,7 +52,8 @@ SPECS = [
         "openvino",
         "openvino",
         "default",
-        "OpenVINO's runtime on sentence-transformers' ONNX export, default precision (bf16 on AMX)",
+        "OpenVINO's runtime on sentence-transformers' ONNX export, "
+        "default precision (bf16 with AMX or AVX512_BF16)",
     ),
     VariantSpec(
         "openvino-int8",

@@ -3,7 +3,8 @@
 The question: which int8 graph runs fast under OpenVINO (on AMX it is the engine of
 ``provider="openvino"``) and keeps gist-onnx's int8 gates (min cosine ≥ 0.985 to PyTorch fp32 on
 MiniLM, STS-B loss ≤ 0.15, a text's vector independent of its batch mates)? Designs, each run by
-OpenVINO's runtime on this CPU with its default inference precision (bf16 on AMX, f32 elsewhere):
+OpenVINO's runtime on this CPU with its default inference precision (bf16 with AMX or
+AVX512_BF16, f32 elsewhere):
 
 - per-token: gist-onnx's int8 graph as exported. Its per-token QuantizeLinear (a 2-D view,
   axis 0) becomes a FakeQuantize whose scale OpenVINO's CPU plugin cannot broadcast.
