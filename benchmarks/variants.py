@@ -79,7 +79,8 @@ SPECS = [
         "gist-onnx-openvino-fp32",
         "gist-onnx",
         "fp32",
-        "gist-onnx provider='openvino' (ONNX Runtime's OpenVINO plugin, f32 inference)",
+        "gist-onnx provider='openvino' (ONNX Runtime's OpenVINO plugin, or OpenVINO's runtime where "
+        "the plugin offers no device; f32 inference)",
         "gist-onnx",
         "openvino",
     ),
@@ -140,8 +141,8 @@ def openvino_provider_skip(precision: str) -> str | None:
     from gist_onnx.errors import ProviderError
 
     try:
-        openvino.device()
-        openvino.load_config(precision)
+        openvino.engine()
+        openvino.inference_hint(precision)
     except ProviderError as error:
         return str(error)
     return None

@@ -161,7 +161,11 @@ def _run_export(args: argparse.Namespace) -> int:
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, type=Path, help="exported model folder")
-    p.add_argument("--provider", default="auto", choices=PROVIDERS)
+    p.add_argument(
+        "--provider", default="auto", choices=PROVIDERS,
+        help="auto: CUDA where it starts, else the CPU; openvino: ONNX Runtime's OpenVINO plugin on "
+        "Intel CPUs, OpenVINO's own runtime on AMD CPUs (pip install 'gist-onnx[openvino]')",
+    )  # fmt: skip
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
 
 

@@ -16,16 +16,27 @@ VNNI_FLAGS = frozenset({"avx512_vnni", "avx_vnni"})
 EXACT_EVERYWHERE_BITS = 7
 
 
-def cpu_flags() -> frozenset[str] | None:
-    """This CPU's feature flags from /proc/cpuinfo; None where they cannot be read (not Linux)."""
+def _cpuinfo(*fields: str) -> str | None:
+    """The first of ``fields`` in /proc/cpuinfo; None where it cannot be read (not Linux)."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
     for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return frozenset(line.split(":", 1)[1].split())
+        if line.startswith(fields):
+            return line.split(":", 1)[1].strip()
     return None
+
+
+def cpu_flags() -> frozenset[str] | None:
+    """This CPU's feature flags from /proc/cpuinfo; None where they cannot be read (not Linux)."""
+    flags = _cpuinfo("flags", "Features")
+    return None if flags is None else frozenset(flags.split())
+
+
+def cpu_vendor() -> str | None:
+    """This CPU's vendor ("GenuineIntel", "AuthenticAMD", ...); None where it cannot be read."""
+    return _cpuinfo("vendor_id")
 
 
 def is_arm(machine: str | None = None) -> bool:

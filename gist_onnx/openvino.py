@@ -1,32 +1,37 @@
-"""ONNX Runtime's OpenVINO execution provider, loaded as a plugin library into the stock wheel.
+"""OpenVINO, the engine behind ``provider="openvino"``: through ONNX Runtime's plugin EP where it
+offers an OpenVINO CPU device, else on OpenVINO's own runtime.
 
-``pip install 'gist-onnx[openvino]'`` brings ``onnxruntime-ep-openvino``; the runtime registers
-its library with ONNX Runtime once per process and runs on the OpenVINO CPU device it offers.
-Where it offers none (it offers none on AMD CPUs), asking for it is an error naming what is
-missing, never a quiet fallback. Under OpenVINO, ``fp32`` runs with f32 inference precision
-(exact), ``bf16`` runs the fp32 graph in bf16, on CPUs with native bf16 (AMX, AVX512_BF16), and
-``int8`` runs the folder's static int8 graph (``gist-onnx export --openvino-int8``).
+``pip install 'gist-onnx[openvino]'`` brings both. The plugin (``onnxruntime-ep-openvino``) loads
+into the stock onnxruntime wheel and offers its CPU device on Intel CPUs only; on AMD CPUs, where
+it offers none, OpenVINO's own runtime (``openvino``) compiles the same ONNX graph for the same CPU
+plugin. ``info.providers`` says which ran. Where neither can run, asking for OpenVINO is an error
+naming what is missing, never a quiet fallback to another engine. Under OpenVINO, ``fp32`` runs
+with f32 inference precision (exact), ``bf16`` runs the fp32 graph in bf16, on CPUs with native
+bf16 (AMX, AVX512_BF16), and ``int8`` runs the folder's static int8 graph (``gist-onnx export
+--openvino-int8``).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
-from gist_onnx.cpu import cpu_flags
-from gist_onnx.errors import ProviderError
+from gist_onnx.cpu import cpu_flags, cpu_vendor
+from gist_onnx.errors import ModelFolderError, ProviderError
+from gist_onnx.providers import OPENVINO, OPENVINO_RUNTIME
 
-OPENVINO = "OpenVINOExecutionProvider"
 REGISTRATION_NAME = "gist_onnx_openvino"
 # x86 flags of a CPU that computes bf16 natively; elsewhere OpenVINO would emulate it, slowly.
 BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
-# Where bf16 is faster than f32 under OpenVINO: AMX's tiles. With AVX512_BF16 alone (a Xeon whose
-# AMX the hypervisor hides) bf16 ran at 0.68x f32 on GIST's architecture (docs/performance.md).
-FAST_BF16_FLAGS = frozenset({"amx_bf16"})
-INSTALL_HINT = "pip install 'gist-onnx[openvino]' (it brings onnxruntime-ep-openvino)"
+AMX_BF16 = frozenset({"amx_bf16"})
+INSTALL_HINT = "pip install 'gist-onnx[openvino]' (it brings onnxruntime-ep-openvino and openvino)"
 _registered: dict[str, str] = {}  # library path → EP name, once per process
 
 
@@ -36,20 +41,26 @@ def native_bf16(flags: frozenset[str] | None = None) -> bool:
     return bool(flags and flags & BF16_FLAGS)
 
 
-def fast_bf16(flags: frozenset[str] | None = None) -> bool:
-    """Whether bf16 beats f32 under OpenVINO on this CPU (or one with ``flags``): AMX only."""
+def fast_bf16(flags: frozenset[str] | None = None, vendor: str | None = None) -> bool:
+    """Whether bf16 beats f32 under OpenVINO on this CPU (or one with ``flags`` and ``vendor``).
+
+    Measured on GIST's architecture (docs/performance.md): AMX's tiles, yes; AVX512_BF16 on an AMD
+    EPYC (Zen 4), yes, 1.9x f32 on short texts; AVX512_BF16 alone on an Intel Xeon (its AMX hidden
+    by the hypervisor), no, 0.68x f32.
+    """
     flags = cpu_flags() if flags is None else flags
-    return bool(flags and flags & FAST_BF16_FLAGS)
+    vendor = cpu_vendor() if vendor is None else vendor
+    if not flags:
+        return False
+    return bool(flags & AMX_BF16) or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 
 
 def _plugin() -> tuple[str, str]:
-    """The plugin's library path and EP name; ProviderError naming the extra if not installed."""
+    """The plugin's library path and EP name; ProviderError if it is not installed."""
     try:
         import onnxruntime_ep_openvino as plugin
     except ImportError:
-        raise ProviderError(
-            f"provider='openvino' needs ONNX Runtime's OpenVINO plugin: {INSTALL_HINT}"
-        ) from None
+        raise ProviderError("ONNX Runtime's OpenVINO plugin is not installed") from None
     return plugin.get_library_path(), plugin.get_ep_name()
 
 
@@ -76,8 +87,7 @@ def cpu_device(devices: Sequence[Any], ep_name: str) -> Any:
         return cpus[0]
     found = ", ".join(sorted({d.ep_metadata.get("ov_device", "?") for d in ours})) or "none"
     raise ProviderError(
-        f"provider='openvino' was asked for, but the OpenVINO plugin offers no CPU device here (its "
-        f"devices: {found}); it offers none on AMD CPUs. Use provider='cpu' on this machine"
+        f"the OpenVINO plugin offers no CPU device here (its devices: {found}; it offers none on AMD CPUs)"
     )
 
 
@@ -87,19 +97,80 @@ def device() -> Any:
     return cpu_device(ort.get_ep_devices(), name)
 
 
-def load_config(precision: str, flags: frozenset[str] | None = None) -> dict[str, Any]:
-    """The OpenVINO EP options for a precision: f32 inference (exact), bf16 (native bf16 only), or
-    int8, whose graph's float parts (softmax, LayerNorm, GELU) run in bf16 where that is fast
-    (AMX, where its quality was measured too), else f32."""
+def engine() -> str:
+    """Which engine ``provider="openvino"`` runs on here: ONNX Runtime's OpenVINO plugin
+    (``OPENVINO``) where it offers a CPU device, else OpenVINO's own runtime (``OPENVINO_RUNTIME``);
+    ProviderError naming what to install where neither can run."""
+    try:
+        device()
+        return OPENVINO
+    except ProviderError as plugin:
+        try:
+            import openvino  # noqa: F401
+        except ImportError:
+            raise ProviderError(
+                f"provider='openvino' cannot run here: {plugin}, and OpenVINO's own runtime is not "
+                f"installed: {INSTALL_HINT}"
+            ) from None
+        return OPENVINO_RUNTIME
+
+
+def inference_hint(precision: str, flags: frozenset[str] | None = None) -> str:
+    """OpenVINO's inference precision for ours: f32 (exact), bf16 (native bf16 only), or, for int8,
+    bf16 for the graph's float parts (softmax, LayerNorm, GELU) on AMX, where its quality was
+    measured, else f32."""
+    flags = cpu_flags() if flags is None else flags
     if precision == "bf16" and not native_bf16(flags):
         raise ProviderError(
             "precision='bf16' needs a CPU with native bf16 (AMX or AVX512_BF16); this one has neither. "
             "Use fp32 (or int8) here"
         )
-    hint = "bf16" if precision == "bf16" or (precision == "int8" and fast_bf16(flags)) else "f32"
+    amx = bool(flags and flags & AMX_BF16)
+    return "bf16" if precision == "bf16" or (precision == "int8" and amx) else "f32"
+
+
+def load_config(precision: str, flags: frozenset[str] | None = None) -> dict[str, Any]:
+    """The plugin EP's options for a precision (its inference hint, `inference_hint`)."""
+    hint = inference_hint(precision, flags)
     return {"load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}})}
 
 
-def add_to(options: ort.SessionOptions, precision: str) -> None:
-    """Put the OpenVINO CPU device, with the precision's inference hint, first in ``options``."""
-    options.add_provider_for_devices([device()], load_config(precision))
+def session(graph_path: Path, options: ort.SessionOptions, precision: str) -> Any:
+    """A session on OpenVINO (`engine` says which): an ONNX Runtime session with the plugin's CPU
+    device first, or a `RuntimeSession`. ProviderError: neither installed, no native bf16."""
+    if engine() == OPENVINO:
+        options.add_provider_for_devices([device()], load_config(precision))
+        return ort.InferenceSession(str(graph_path), sess_options=options)
+    config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_hint(precision)}
+    if options.intra_op_num_threads > 0:  # Embedder(threads=...) sets it
+        config["INFERENCE_NUM_THREADS"] = str(options.intra_op_num_threads)
+    return RuntimeSession(graph_path, config)
+
+
+class RuntimeSession:
+    """OpenVINO's own runtime on an ONNX graph, answering what the Embedder asks of an ONNX Runtime
+    session: ``get_inputs``, ``get_providers`` and ``run``. Of ONNX Runtime's session options it
+    takes the thread count alone (as ``INFERENCE_NUM_THREADS``)."""
+
+    def __init__(self, graph_path: Path, config: dict[str, str]) -> None:
+        import openvino
+
+        try:
+            self._compiled = openvino.Core().compile_model(str(graph_path), "CPU", config)
+        except RuntimeError as exc:
+            raise ModelFolderError(graph_path, f"is not a graph OpenVINO can compile: {exc}") from exc
+        self._inputs = [SimpleNamespace(name=port.get_any_name()) for port in self._compiled.inputs]
+        self._requests = threading.local()  # an infer request serves one thread at a time
+
+    def get_inputs(self) -> list[SimpleNamespace]:
+        return self._inputs
+
+    def get_providers(self) -> list[str]:
+        return [OPENVINO_RUNTIME]
+
+    def run(self, output_names: Sequence[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        results = request.infer(feeds)  # copies of the outputs: the request reuses its own
+        return [results[self._compiled.output(name)] for name in output_names]

@@ -13,8 +13,10 @@ from gist_onnx.options import PROVIDERS
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 OPENVINO = "OpenVINOExecutionProvider"  # a plugin library, registered by gist_onnx.openvino
-# Our device names for ONNX Runtime's providers.
-DEVICES = {CPU: "cpu", CUDA: "cuda", OPENVINO: "openvino"}
+# No ONNX Runtime provider: OpenVINO's own runtime, where the plugin offers no device (AMD CPUs).
+OPENVINO_RUNTIME = "OpenVINORuntime"
+# Our device names for the providers a session runs on.
+DEVICES = {CPU: "cpu", CUDA: "cuda", OPENVINO: "openvino", OPENVINO_RUNTIME: "openvino"}
 
 
 def device_of(provider_name: str) -> str:

@@ -214,8 +214,7 @@ def _load(
 def _openvino_session(graph_path: Path, options: ort.SessionOptions, precision: str) -> ort.InferenceSession:
     from gist_onnx import openvino
 
-    openvino.add_to(options, precision)  # ProviderError: no plugin, no CPU device, no native bf16
-    return ort.InferenceSession(str(graph_path), sess_options=options)
+    return openvino.session(graph_path, options, precision)  # ProviderError: no engine, no native bf16
 
 
 def resolve(

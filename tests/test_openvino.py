@@ -1,13 +1,15 @@
 """The OpenVINO path's logic, everywhere: device selection from ONNX Runtime's EP devices (fake
-lists), bf16 only where the CPU computes it natively, what each device runs, and the errors.
+lists), which engine runs it (the plugin, else OpenVINO's own runtime), bf16 only where the CPU
+computes it natively, what each device runs, and the errors.
 
-Where the plugin is installed and offers a CPU device (an Intel CPU), the last test runs it for
-real; elsewhere (an AMD CPU, or no plugin) asking for it must be one clear error.
+Where either engine can run (the plugin on an Intel CPU, OpenVINO's runtime anywhere it is
+installed) the last tests run it for real; where neither can, asking for it must be one clear error.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,14 +22,16 @@ from gist_onnx import openvino as ov
 from gist_onnx.cli import main as cli
 from gist_onnx.manifest import read_manifest
 from gist_onnx.options import MAX_BATCH_TOKENS
-from gist_onnx.providers import CPU, OPENVINO, providers_for
+from gist_onnx.providers import CPU, OPENVINO, OPENVINO_RUNTIME, providers_for
 from gist_onnx.session import choose_precision, graph_of
 
 pytestmark = pytest.mark.core
 AMX = frozenset({"avx512f", "avx512_vnni", "amx_int8", "amx_bf16", "avx512_bf16"})
 EPYC = frozenset({"avx2", "fma"})
-# A Xeon whose AMX the hypervisor hides: bf16 is native but slower than f32 under OpenVINO.
+# A Xeon whose AMX the hypervisor hides, or an AMD EPYC Zen 4: bf16 is native on both; under
+# OpenVINO it is slower than f32 on the Xeon and faster on the EPYC.
 AVX512_BF16 = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
+INTEL, AMD = "GenuineIntel", "AuthenticAMD"
 
 
 def _device(ep_name: str, ov_device: str) -> SimpleNamespace:
@@ -38,15 +42,16 @@ def test_the_openvino_cpu_device_is_picked_from_the_ep_devices() -> None:
     cpu = _device(OPENVINO, "CPU")
     devices = [_device("CPUExecutionProvider", ""), _device(OPENVINO, "GPU"), cpu]
     assert ov.cpu_device(devices, OPENVINO) is cpu
-    with pytest.raises(ProviderError, match=r"offers no CPU device here \(its devices: GPU\)"):
+    with pytest.raises(ProviderError, match=r"offers no CPU device here \(its devices: GPU;"):
         ov.cpu_device(devices[:2], OPENVINO)
-    with pytest.raises(ProviderError, match=r"devices: none\); it offers none on AMD CPUs"):
+    with pytest.raises(ProviderError, match=r"devices: none; it offers none on AMD CPUs"):
         ov.cpu_device([], OPENVINO)
 
 
 def test_bf16_only_where_the_cpu_computes_it_natively() -> None:
     assert ov.native_bf16(AMX) and ov.native_bf16(AVX512_BF16) and not ov.native_bf16(EPYC)
-    assert ov.fast_bf16(AMX) and not ov.fast_bf16(AVX512_BF16)
+    assert ov.fast_bf16(AMX, INTEL) and ov.fast_bf16(AVX512_BF16, AMD)
+    assert not ov.fast_bf16(AVX512_BF16, INTEL) and not ov.fast_bf16(EPYC, AMD)
     hint = json.loads(ov.load_config("bf16", AMX)["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"]
     assert hint == "bf16"
     exact = json.loads(ov.load_config("fp32", EPYC)["load_config"])["CPU"]["INFERENCE_PRECISION_HINT"]
@@ -76,11 +81,13 @@ def test_what_each_device_runs(core_model: Path, monkeypatch: pytest.MonkeyPatch
         choose_precision("int8", manifest, "openvino", core_model)
     with pytest.raises(ProviderError, match="does not run on openvino"):
         choose_precision("fp16", manifest, "openvino", core_model)
-    monkeypatch.setattr(ov, "cpu_flags", lambda: AMX)
-    assert choose_precision("auto", manifest, "openvino", core_model) == "bf16"  # OpenVINO's default there
-    for slower_or_none in (AVX512_BF16, EPYC):
-        monkeypatch.setattr(ov, "cpu_flags", lambda flags=slower_or_none: flags)
-        assert choose_precision("auto", manifest, "openvino", core_model) == "fp32"
+    # auto: bf16 where it beats f32 under OpenVINO (measured), else exact f32.
+    for flags, vendor, auto in (
+        (AMX, INTEL, "bf16"), (AVX512_BF16, AMD, "bf16"), (AVX512_BF16, INTEL, "fp32"), (EPYC, AMD, "fp32")
+    ):  # fmt: skip
+        monkeypatch.setattr(ov, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(ov, "cpu_vendor", lambda vendor=vendor: vendor)
+        assert choose_precision("auto", manifest, "openvino", core_model) == auto, (flags, vendor)
 
 
 def test_auto_never_picks_openvino() -> None:
@@ -99,9 +106,29 @@ def test_the_plugin_library_is_registered_once(monkeypatch: pytest.MonkeyPatch) 
     assert calls == [(ov.REGISTRATION_NAME, "/opt/libopenvino_ep.so")]
 
 
+def test_the_plugin_runs_where_it_offers_a_device_and_openvinos_runtime_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_device() -> None:
+        ov.cpu_device([], OPENVINO)
+
+    monkeypatch.setattr(ov, "device", lambda: _device(OPENVINO, "CPU"))
+    assert ov.engine() == OPENVINO  # an Intel CPU with the plugin: the measured path
+    monkeypatch.setattr(ov, "device", no_device)
+    monkeypatch.setitem(sys.modules, "openvino", SimpleNamespace())
+    assert ov.engine() == OPENVINO_RUNTIME  # an AMD CPU, where the plugin offers none
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino fails
+    with pytest.raises(ProviderError, match=r"offers none on AMD CPUs\), and OpenVINO's own runtime is not"):
+        ov.engine()
+    monkeypatch.setattr(ov, "_plugin", lambda: (_ for _ in ()).throw(ProviderError("plugin missing")))
+    monkeypatch.setattr(ov, "device", ov.register)
+    with pytest.raises(ProviderError, match=r"plugin missing, .*gist-onnx\[openvino\]"):
+        ov.engine()
+
+
 def _usable_here() -> bool:
     try:
-        ov.device()
+        ov.engine()
     except ProviderError:
         return False
     return True
@@ -111,7 +138,7 @@ def test_asking_for_openvino_where_it_cannot_run_is_one_clear_error(
     core_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if _usable_here():
-        pytest.skip("the OpenVINO plugin offers a CPU device here")
+        pytest.skip("OpenVINO runs here (its plugin or its own runtime)")
     with pytest.raises(ProviderError, match=r"gist-onnx\[openvino\]|offers no CPU device"):
         Embedder(core_model, provider="openvino")
     assert cli(["info", "-m", str(core_model), "--provider", "openvino"]) == 1
@@ -121,11 +148,29 @@ def test_asking_for_openvino_where_it_cannot_run_is_one_clear_error(
 
 def test_openvino_for_real_where_it_runs(core_model: Path) -> None:
     if not _usable_here():
-        pytest.skip("the OpenVINO plugin is not installed or offers no CPU device here")
-    exact = Embedder(core_model, provider="openvino", precision="fp32")
-    assert exact.info.device == "openvino" and exact.info.providers[0] == OPENVINO
+        pytest.skip("neither the OpenVINO plugin (with a CPU device) nor OpenVINO's runtime is here")
+    exact = Embedder(core_model, provider="openvino", precision="fp32", threads=1)
+    assert exact.info.device == "openvino" and exact.info.providers[0] == ov.engine()
     assert exact.info.max_batch_tokens == MAX_BATCH_TOKENS["openvino"]  # its own cap, not the CPU's
     texts = ["How to bake a cake?", "the stock market fell sharply today " * 5]
     reference = Embedder(core_model, provider="cpu").encode(texts)
-    cosines = (exact.encode(texts) * reference).sum(axis=1)
-    assert np.min(cosines) >= 0.99999
+    assert np.min((exact.encode(texts) * reference).sum(axis=1)) >= 0.99999
+    together = exact.encode(texts, batch_size=2)  # threads share one Embedder: a request per thread
+    assert np.array_equal(exact.encode(texts[:1]), together[:1])
+    if ov.native_bf16():
+        fast = Embedder(core_model, provider="openvino", precision="bf16")
+        assert np.min((fast.encode(texts) * reference).sum(axis=1)) >= 0.9999
+
+
+def test_openvinos_runtime_compiles_with_the_precision_and_threads_asked(core_model: Path) -> None:
+    pytest.importorskip("openvino", reason="OpenVINO's runtime is not installed")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    graph = core_model / read_manifest(core_model).graphs["fp32"].file
+    session = ov.RuntimeSession(graph, {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"})
+    assert session.get_providers() == [OPENVINO_RUNTIME]
+    assert {i.name for i in session.get_inputs()} <= {"input_ids", "attention_mask", "token_type_ids"}
+    assert str(session._compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+    assert session._compiled.get_property("INFERENCE_NUM_THREADS") == 1
+    with pytest.raises(ModelFolderError, match="is not a graph OpenVINO can compile"):
+        ov.RuntimeSession(core_model / "tokenizer.json", {})
