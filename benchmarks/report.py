@@ -66,10 +66,15 @@ def headline(model: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _real_model(report: dict[str, Any]) -> dict[str, Any]:
+    """The run's real model (MiniLM), whose quality figures decide classes and gates."""
+    return report["models"].get("minilm") or next(iter(report["models"].values()))
+
+
 def classes(report: dict[str, Any]) -> dict[str, str]:
     """Variant → "near-lossless" or "quantized", from the real model's min cosine to PyTorch fp32
     (on the STS-B sentences and on long texts)."""
-    real = report["models"].get("minilm") or next(iter(report["models"].values()))
+    real = _real_model(report)
 
     def fidelity(quality: dict[str, float]) -> float:
         return min(quality["min_cosine_to_pytorch"], quality.get("long_min_cosine_to_pytorch", 1.0))
@@ -346,7 +351,7 @@ GATE_MIN_COSINE, GATE_STSB_LOSS, GATE_ALONE_VS_BATCH = 0.985, 0.15, 0.9999
 def recommendable(report: dict[str, Any]) -> list[str]:
     """Our SETTINGS that this run's real model shows within int8's gates (fp32 and bf16 are far
     within them): static int8 under OpenVINO missed the min cosine once (0.973, 2026-12-03)."""
-    real = report["models"].get("minilm") or next(iter(report["models"].values()))
+    real = _real_model(report)
     base = real["variants"]["pytorch-fp32"]["quality"]["stsb_spearman_x100"]
 
     def keeps_gates(variant: dict[str, Any]) -> bool:

@@ -164,8 +164,6 @@ def test_openvino_for_real_where_it_runs(core_model: Path) -> None:
 
 def test_openvinos_runtime_compiles_with_the_precision_and_threads_asked(core_model: Path) -> None:
     pytest.importorskip("openvino", reason="OpenVINO's runtime is not installed")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
     graph = core_model / read_manifest(core_model).graphs["fp32"].file
     session = ov.RuntimeSession(graph, {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": "1"})
     assert session.get_providers() == [OPENVINO_RUNTIME]
