@@ -8,7 +8,7 @@ plugin. ``info.providers`` says which ran. Where neither can run, asking for Ope
 naming what is missing, never a quiet fallback to another engine. Under OpenVINO, ``fp32`` runs
 with f32 inference precision (exact), ``bf16`` runs the fp32 graph in bf16, on CPUs with native
 bf16 (AMX, AVX512_BF16), and ``int8`` runs the folder's static int8 graph (``gist-onnx export
---openvino-int8``).
+--openvino-int8``), its float parts in bf16 where bf16 is fast.
 """
 
 from __future__ import annotations
@@ -115,23 +115,25 @@ def engine() -> str:
         return OPENVINO_RUNTIME
 
 
-def inference_hint(precision: str, flags: frozenset[str] | None = None) -> str:
+def inference_hint(precision: str, flags: frozenset[str] | None = None, vendor: str | None = None) -> str:
     """OpenVINO's inference precision for ours: f32 (exact), bf16 (native bf16 only), or, for int8,
-    bf16 for the graph's float parts (softmax, LayerNorm, GELU) on AMX, where its quality was
-    measured, else f32."""
+    bf16 for the graph's float parts (softmax, LayerNorm, GELU, the residual projections) where bf16
+    beats f32 (`fast_bf16`: AMX, AVX512_BF16 on AMD; its quality measured on both), else f32."""
     flags = cpu_flags() if flags is None else flags
     if precision == "bf16" and not native_bf16(flags):
         raise ProviderError(
             "precision='bf16' needs a CPU with native bf16 (AMX or AVX512_BF16); this one has neither. "
             "Use fp32 (or int8) here"
         )
-    amx = bool(flags and flags & AMX_BF16)
-    return "bf16" if precision == "bf16" or (precision == "int8" and amx) else "f32"
+    fast_int8_parts = precision == "int8" and fast_bf16(flags, vendor)
+    return "bf16" if precision == "bf16" or fast_int8_parts else "f32"
 
 
-def load_config(precision: str, flags: frozenset[str] | None = None) -> dict[str, Any]:
+def load_config(
+    precision: str, flags: frozenset[str] | None = None, vendor: str | None = None
+) -> dict[str, Any]:
     """The plugin EP's options for a precision (its inference hint, `inference_hint`)."""
-    hint = inference_hint(precision, flags)
+    hint = inference_hint(precision, flags, vendor)
     return {"load_config": json.dumps({"CPU": {"INFERENCE_PRECISION_HINT": hint}})}
 
 
