@@ -25,20 +25,25 @@ def latency_ms(encode_one: Callable[[str], object], texts: list[str], calls: int
     for text in texts[:5]:  # warm-up: first calls allocate
         encode_one(text)
     samples = np.array([timed(lambda t=texts[i % len(texts)]: encode_one(t)) for i in range(calls)]) * 1e3
-    return {
-        "p50": float(np.percentile(samples, 50)),
-        "p95": float(np.percentile(samples, 95)),
-        "p99": float(np.percentile(samples, 99)),
-        "calls": calls,
-        "samples": [round(float(x), 3) for x in samples],
-    }
+    return _percentiles(samples, calls)
 
 
 def alternating_latency(
     encoders: dict[str, Callable[[str], object]], texts: list[str], calls: int, block: int = 10
 ) -> dict[str, float]:
-    """Single-text p50 (ms) of each encoder, ``calls`` each, in blocks of ``block`` calls whose
-    order alternates.
+    """Single-text p50 (ms) of each encoder, ``calls`` each, in alternating blocks
+    (`interleaved_latency`)."""
+    return {
+        name: figures["p50"] for name, figures in interleaved_latency(encoders, texts, calls, block).items()
+    }
+
+
+def interleaved_latency(
+    encoders: dict[str, Callable[[str], object]], texts: list[str], calls: int, block: int = 10
+) -> dict[str, dict[str, Any]]:
+    """Single-text latency percentiles (ms) of each encoder, ``calls`` each, in blocks of
+    ``block`` calls whose order alternates: a noisy minute of a shared machine falls on all of
+    them alike.
 
     Blocks, not single calls: each session's idle threads spin for a while after a call and
     would slow the other's next call.
@@ -53,7 +58,17 @@ def alternating_latency(
             for index in range(start, min(start + block, calls)):
                 text = texts[index % len(texts)]
                 samples[name].append(timed(lambda e=encode, t=text: e(t)) * 1e3)
-    return {name: median(values) for name, values in samples.items()}
+    return {name: _percentiles(np.array(values), calls) for name, values in samples.items()}
+
+
+def _percentiles(samples: np.ndarray, calls: int) -> dict[str, Any]:
+    return {
+        "p50": float(np.percentile(samples, 50)),
+        "p95": float(np.percentile(samples, 95)),
+        "p99": float(np.percentile(samples, 99)),
+        "calls": calls,
+        "samples": [round(float(x), 3) for x in samples],
+    }
 
 
 def throughput(

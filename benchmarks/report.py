@@ -16,6 +16,16 @@ NEAR_LOSSLESS = 0.9999
 CLASS_WORKLOADS = {"short": "short texts/s", "medium": "~120-token texts/s"}
 
 
+def _latency_order(plan: dict[str, Any]) -> str:
+    """How the run ordered its single-text calls (runs before 2026-12-08 timed each variant's in one go)."""
+    block = plan.get("latency_block")
+    return (
+        f" a variant, in blocks of {block} interleaved across variants"
+        if block
+        else " a variant, one variant after another"
+    )
+
+
 def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
@@ -205,8 +215,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Throughput is the median of {report['plan']['passes']} timed passes after a warm-up, passes "
         "interleaved across variants; ratios are to pytorch-fp32 in this same run. Latency is one text "
-        f"per call, {report['plan']['latency_calls']} calls. Cold start is a new process until its first "
-        "embedding; peak RSS is that process's after embedding the medium texts at batch 32.",
+        f"per call, {report['plan']['latency_calls']} calls{_latency_order(report['plan'])}. Cold start is "
+        "a new process until its first embedding; peak RSS is that process's after embedding the medium "
+        "texts at batch 32.",
     ]
     for name, model in report["models"].items():
         c = model["config"]

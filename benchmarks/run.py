@@ -23,7 +23,7 @@ from benchmarks.corpus import StsPairs, Workload, stsb_spearman, token_lengths, 
 from benchmarks.measure import (
     batch_drift,
     bert_flops,
-    latency_ms,
+    interleaved_latency,
     throughput,
     weight_gemm_params,
     weight_pass_ms,
@@ -38,6 +38,7 @@ class Plan:
     workloads: dict[str, Workload]
     passes: int
     latency_calls: int
+    latency_block: int  # single-text calls in a row before the next variant's
     quality_pairs: int | None  # None: all STS-B pairs
     rss_texts: int
     drift_texts: int  # embedded alone and in batches, for batch independence
@@ -54,6 +55,7 @@ FULL = Plan(
     },
     passes=3,
     latency_calls=200,
+    latency_block=10,
     quality_pairs=None,
     rss_texts=32,
     drift_texts=128,
@@ -66,6 +68,7 @@ QUICK = Plan(
     },
     passes=3,
     latency_calls=200,
+    latency_block=10,
     quality_pairs=300,
     rss_texts=16,
     drift_texts=32,
@@ -195,10 +198,14 @@ def run_model(case: ModelCase, plan: Plan, work: Path, preset: str, stsb: StsPai
 
     log(f"[{case.name}] single-text latency, {plan.latency_calls} calls each")
     samples_source = texts["short"]
-    for name, encode in encoders.items():
-        variants[name]["latency_ms"] = latency_ms(
-            lambda t, e=encode: e([t], 1), samples_source, plan.latency_calls
-        )
+    latencies = interleaved_latency(
+        {name: (lambda t, e=encode: e([t], 1)) for name, encode in encoders.items()},
+        samples_source,
+        plan.latency_calls,
+        plan.latency_block,
+    )
+    for name, figures in latencies.items():
+        variants[name]["latency_ms"] = figures
     base_p50 = variants[BASELINE]["latency_ms"]["p50"]
     for name in variants:
         variants[name]["latency_ms"]["p50_vs_pytorch"] = variants[name]["latency_ms"]["p50"] / base_p50
