@@ -22,10 +22,7 @@ def timed(call: Callable[[], object]) -> float:
 
 def latency_ms(encode_one: Callable[[str], object], texts: list[str], calls: int) -> dict[str, float]:
     """Single-text latency percentiles over ``calls`` calls, cycling through ``texts``."""
-    for text in texts[:5]:  # warm-up: first calls allocate
-        encode_one(text)
-    samples = np.array([timed(lambda t=texts[i % len(texts)]: encode_one(t)) for i in range(calls)]) * 1e3
-    return _percentiles(samples, calls)
+    return interleaved_latency({"one": encode_one}, texts, calls)["one"]
 
 
 def alternating_latency(

@@ -19,11 +19,7 @@ CLASS_WORKLOADS = {"short": "short texts/s", "medium": "~120-token texts/s"}
 def _latency_order(plan: dict[str, Any]) -> str:
     """How the run ordered its single-text calls (runs before 2026-12-08 timed each variant's in one go)."""
     block = plan.get("latency_block")
-    return (
-        f" a variant, in blocks of {block} interleaved across variants"
-        if block
-        else " a variant, one variant after another"
-    )
+    return f"in blocks of {block} interleaved across variants" if block else "one variant after another"
 
 
 def _row(cells: list[str]) -> str:
@@ -81,16 +77,17 @@ def _real_model(report: dict[str, Any]) -> dict[str, Any]:
     return report["models"].get("minilm") or next(iter(report["models"].values()))
 
 
+def _fidelity(quality: dict[str, float]) -> float:
+    """The lower of a variant's min cosines to PyTorch fp32: STS-B sentences and long texts."""
+    return min(quality["min_cosine_to_pytorch"], quality.get("long_min_cosine_to_pytorch", 1.0))
+
+
 def classes(report: dict[str, Any]) -> dict[str, str]:
     """Variant → "near-lossless" or "quantized", from the real model's min cosine to PyTorch fp32
     (on the STS-B sentences and on long texts)."""
     real = _real_model(report)
-
-    def fidelity(quality: dict[str, float]) -> float:
-        return min(quality["min_cosine_to_pytorch"], quality.get("long_min_cosine_to_pytorch", 1.0))
-
     return {
-        name: "near-lossless" if fidelity(v["quality"]) >= NEAR_LOSSLESS else "quantized"
+        name: "near-lossless" if _fidelity(v["quality"]) >= NEAR_LOSSLESS else "quantized"
         for name, v in real["variants"].items()
     }
 
@@ -215,9 +212,9 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Throughput is the median of {report['plan']['passes']} timed passes after a warm-up, passes "
         "interleaved across variants; ratios are to pytorch-fp32 in this same run. Latency is one text "
-        f"per call, {report['plan']['latency_calls']} calls{_latency_order(report['plan'])}. Cold start is "
-        "a new process until its first embedding; peak RSS is that process's after embedding the medium "
-        "texts at batch 32.",
+        f"per call, {report['plan']['latency_calls']} calls a variant, {_latency_order(report['plan'])}. "
+        "Cold start is a new process until its first embedding; peak RSS is that process's after "
+        "embedding the medium texts at batch 32.",
     ]
     for name, model in report["models"].items():
         c = model["config"]
@@ -368,7 +365,7 @@ def recommendable(report: dict[str, Any]) -> list[str]:
     def keeps_gates(variant: dict[str, Any]) -> bool:
         q = variant["quality"]
         return (
-            min(q["min_cosine_to_pytorch"], q.get("long_min_cosine_to_pytorch", 1.0)) >= GATE_MIN_COSINE
+            _fidelity(q) >= GATE_MIN_COSINE
             and base - q["stsb_spearman_x100"] <= GATE_STSB_LOSS
             and variant["batch_drift"]["min_cosine"] >= GATE_ALONE_VS_BATCH
         )
