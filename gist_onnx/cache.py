@@ -1,7 +1,9 @@
 """An exact vector cache: an LRU of raw pooled vectors, bounded in bytes, keyed by the text.
 
-A text's vector does not depend on its batch mates (fp32, and int8 with per-token scales), so a
-cached vector is the one the model gives that text. What is kept is the raw pooled vector with
+A text's vector does not depend on its batch mates (ONNX Runtime's CPU provider, fp32 and int8
+with per-token scales: ``RuntimeInfo.batch_invariant``), so a cached vector is the one the model
+gives that text in any batch. Elsewhere it is the one this process computed first, and another
+batch could change its last bits. What is kept is the raw pooled vector with
 the text's token count and whether it was truncated: normalization is applied per request, as
 for a computed vector, and a request that forbids truncation still gets its 413.
 """

@@ -288,6 +288,10 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f"session:      {info.precision}{graph} on {', '.join(info.providers)}")
     budget = f"{info.max_batch_tokens} padded tokens" if info.max_batch_tokens else "no cap"
     print(f"per run:      {budget} (the {info.device} default)")
+    if info.batch_invariant:
+        print("batch mates:  none change a text's vector, bit for bit")
+    else:
+        print("batch mates:  may change a text's last bits (not promised for this device and graph)")
     return 0
 
 

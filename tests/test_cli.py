@@ -70,6 +70,7 @@ def test_info_summarizes(core_model: Path, capsys) -> None:
         and "per-token scales" in out
         and "session:      fp32 on CPUExecutionProvider" in out
         and "per run:      512 padded tokens (the cpu default)" in out
+        and "batch mates:  none change a text's vector, bit for bit" in out
     )
     assert cli(["info", "-m", str(core_model), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["pooling"] == "cls"

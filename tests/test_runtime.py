@@ -12,11 +12,12 @@ import onnxruntime as ort
 import pytest
 
 from gist_onnx import Embedder, ModelFolderError, ProviderError, RuntimeInfo, VectorCache
+from gist_onnx.manifest import GraphRecord
 from gist_onnx.options import MAX_BATCH_TOKENS
 from gist_onnx.planning import plan_runs
 from gist_onnx.pooling import normalize
 from gist_onnx.providers import CPU, CUDA, providers_for
-from gist_onnx.session import token_budget
+from gist_onnx.session import batch_invariant, token_budget
 from gist_onnx.tokenize import batch_invariant_width
 from tests.conftest import MODELS, core_reference
 
@@ -73,12 +74,25 @@ def test_order_and_batch_size_do_not_change_vectors(embedder: Embedder) -> None:
 def test_a_vector_does_not_depend_on_its_batch_mates_bit_for_bit(name: str, precision: str) -> None:
     """Every length against every run width past it: the cache and the bulk job rely on it."""
     embedder = Embedder(MODELS / name, precision=precision)
+    assert embedder.info.batch_invariant  # what the info promises, this test holds it to
     texts = embedder.tokenize(["the " * n for n in range(1, 30)])  # 3 to 31 tokens
     for i, text in enumerate(texts):
         alone = embedder.embed_run([text])[0]
         for longer in texts[i + 1 : i + 6]:  # widths 1 to 5 tokens past its own
             beside = embedder.embed_run([longer, text, texts[0]])[1]
             assert np.array_equal(beside, alone), (len(text.ids), len(longer.ids))
+
+
+def test_batch_invariance_is_promised_only_where_it_is_tested() -> None:
+    def graph(precision: str, activations: str | None = None) -> GraphRecord:
+        quantization = {"activations": activations} if activations else None
+        return GraphRecord(f"{precision}.onnx", precision, 1, "0" * 64, quantization=quantization)
+
+    assert batch_invariant("cpu", graph("fp32")) and batch_invariant("cpu", graph("int8", "per-token"))
+    assert not batch_invariant("cpu", graph("int8", "per-tensor"))  # scales follow the batch
+    assert not batch_invariant("cpu", graph("int8", "static")) and not batch_invariant("cpu", graph("fp16"))
+    for device in ("openvino", "cuda"):  # kernels chosen by the run's shape
+        assert not batch_invariant(device, graph("fp32"))
 
 
 def test_batch_invariant_width() -> None:

@@ -389,6 +389,7 @@ def test_a_cached_vector_is_bit_identical_to_the_computed_one(tiny_export: Path,
             )  # the raw vector from the cache, normalized per request only
             assert np.array_equal(_base64_vectors(plain, ["the query"]), alone)  # same as no cache
             assert client.get("/info").json()["cache"]["max_bytes"] == 64 * 2**20
+            assert client.get("/info").json()["batch_invariant"]  # what makes the cache exact
             assert plain.get("/info").json()["cache"]["max_bytes"] == 0
             assert _metric(plain, "gist_onnx_cache_hits_total") == 0
     finally:
