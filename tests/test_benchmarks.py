@@ -130,6 +130,13 @@ def test_serve_benchmark_quick_writes_every_figure(tmp_path: Path) -> None:
     assert fp32["server_no_batching"]["closed_64"]["texts_per_s"] > 0
     assert fp32["exit_codes"] == {"server_no_batching": 0, "server": 0}
     assert "| fp32 |" in (out / "serve.md").read_text()
+    from benchmarks.serve import readme_table
+
+    ratios = [rate / ceiling for rate, ceiling in zip(beside["block_texts_per_s"], beside["ceilings"])]
+    spread = f"{min(ratios):.2f}–{max(ratios):.2f}x"
+    row = f"| fp32 | {beside['texts_per_s']:.1f} ({beside['vs_ceiling']:.2f}x; {spread})"
+    assert row in readme_table(report)  # the median, and the spread of the blocks it comes from
+    assert "| openvino fp32 |" in readme_table({**report, "provider": "openvino"})  # rows name it
 
 
 def test_bulk_benchmark_tiny_checks_its_vectors(tmp_path: Path) -> None:
