@@ -30,14 +30,11 @@ import numpy as np
 from tokenizers import Encoding
 
 from gist_onnx.embedder import Embedder
+from gist_onnx.options import SLICE_TOKENS
 from gist_onnx.planning import Waiting, choose_run, longest_first
 
 log = logging.getLogger(__name__)
 WARM_UP_TEXTS = ["warm up", "a longer text to warm up the session " * 8]
-# A request whose remaining texts exceed this share of the token budget runs in slices of that
-# size, so that a text arriving meanwhile waits for one slice at most (docs/serving.md says what
-# it costs the big request).
-SLICE_OF_BUDGET = 8
 
 
 class QueueFull(Exception):
@@ -232,7 +229,7 @@ class Batcher:
                 self._lock.wait()
             jobs = self._jobs if self.batching else self._jobs[:1]
             budget = embedder.info.max_batch_tokens
-            slice_tokens = budget // SLICE_OF_BUDGET if budget is not None and self.batching else None
+            slice_tokens = slice_of(embedder.info.device, budget) if self.batching else None
             # Counted as padded, so a run's padded tokens stay within the budget and its slice.
             width = embedder.padded_length
             views = [Waiting([width(job.lengths[i]) for i in job.pending], job.passed_over) for job in jobs]
@@ -273,6 +270,13 @@ class Batcher:
         self._rate = rate if self._rate == 0 else 0.8 * self._rate + 0.2 * rate
         width = embedder.padded_length(max(job.lengths[i] for job, i in run))
         self._on_run(RunStats(len(run), width * len(run), first_runs, elapsed))
+
+
+def slice_of(device: str, budget: int | None) -> int | None:
+    """The padded tokens of a big request's slice: a request whose remaining texts exceed it runs
+    in slices of that size, so a text arriving meanwhile waits for one slice at most (the device's
+    ``options.SLICE_TOKENS``, within the run budget; None, no slices, where runs are uncapped)."""
+    return None if budget is None else min(SLICE_TOKENS[device], budget)
 
 
 def _finish(job: Job, rows: np.ndarray) -> None:

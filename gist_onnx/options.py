@@ -25,6 +25,13 @@ QUANTIZE_PRESETS = ("portable", "auto", "avx2", "avx512", "avx512_vnni", "arm64"
 # numbers: docs/performance.md (the "cap padded tokens per run" levers) and docs/gpu.md.
 MAX_BATCH_TOKENS = {"cpu": 512, "openvino": 2048, "cuda": 16384}
 
+# The server's slice of a big request, in padded tokens, by device: the most a small request that
+# arrives meanwhile waits behind. A bound on waiting, so set by what a token costs in time, not by
+# the run budget: on a CPU a 64-token slice is one ~40-token passage (~15-45 ms), under OpenVINO
+# too (its 2,048-token budget would make slices of 256, and small requests' p99 10x their idle p50
+# beside a big client: docs/serving.md); on a GPU 2,048 tokens take milliseconds.
+SLICE_TOKENS = {"cpu": 64, "openvino": 64, "cuda": 2048}
+
 # The most texts one request to the server may carry (--max-client-batch goes up to it).
 MAX_CLIENT_BATCH = 2048
 

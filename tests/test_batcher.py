@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from gist_onnx import Embedder
-from gist_onnx.batcher import SLICE_OF_BUDGET, Batcher, Job, NotAccepting, QueueFull, RunStats
+from gist_onnx.batcher import Batcher, Job, NotAccepting, QueueFull, RunStats, slice_of
 from gist_onnx.planning import PATIENCE, RUN_OVERHEAD_TOKENS, Waiting, choose_run, run_around_oldest
 
 pytestmark = pytest.mark.core
@@ -187,9 +187,8 @@ def test_a_small_request_does_not_wait_behind_a_big_one(
     big.future.result(WAIT)
     assert small.started < big.started  # it came second and went first
     assert gate.runs[0].inputs == 1  # alone: the big request's texts do not join a small one's run
-    # While another request waited, the big one ran in slices of a quarter of the budget.
-    budget = embedder.info.max_batch_tokens
-    assert max(run.tokens for run in gate.runs[1:3]) <= budget // SLICE_OF_BUDGET
+    # While another request waited, the big one ran in slices (64 padded tokens on the CPU).
+    assert max(run.tokens for run in gate.runs[1:3]) <= slice_of("cpu", embedder.info.max_batch_tokens) == 64
 
 
 def test_a_big_request_is_never_starved_by_a_stream_of_small_ones(
@@ -205,7 +204,7 @@ def test_a_big_request_is_never_starved_by_a_stream_of_small_ones(
         runs += 1
     assert big.future.done(), f"{runs} runs passed and the big request was not finished"
     # The oldest request leads at least one run in every PATIENCE + 1, each a slice of its texts.
-    per_slice = max(1, embedder.info.max_batch_tokens // SLICE_OF_BUDGET // max(big.lengths))
+    per_slice = max(1, slice_of("cpu", embedder.info.max_batch_tokens) // max(big.lengths))
     assert runs <= (PATIENCE + 1) * -(-12 // per_slice) + 1
     gate.release()
     for job in smalls:
@@ -290,6 +289,12 @@ def test_the_run_is_led_by_the_request_with_fewest_texts_left() -> None:
     run = choose_run(waiting, budget=512, slice_tokens=128)
     assert (1, 0) in run and all(r != 0 for r, _ in run)  # the big one does not join
     assert choose_run([Waiting([12]), Waiting([12])], 512, 128)[0] == (0, 0)  # equals: oldest first
+
+
+def test_a_slice_bounds_waiting_in_tokens_whatever_the_budget() -> None:
+    # OpenVINO's budget is 4x the CPU's, its tokens no cheaper in time by as much: the same slice.
+    assert slice_of("cpu", 512) == slice_of("openvino", 2048) == 64 and slice_of("cuda", 16384) == 2048
+    assert slice_of("cpu", 48) == 48 and slice_of("cpu", None) is None  # within a smaller budget
 
 
 def test_a_big_lead_runs_a_slice() -> None:

@@ -33,7 +33,7 @@ import numpy as np
 from benchmarks import common
 from benchmarks.common import log
 from benchmarks.corpus import fixed_shuffle, load_stsb, token_lengths
-from gist_onnx.batcher import SLICE_OF_BUDGET, RunStats
+from gist_onnx.batcher import RunStats, slice_of
 from gist_onnx.planning import Waiting, choose_run
 
 SHARES = ("25%", "50%")
@@ -127,7 +127,7 @@ def simulated(
     lengths: Sequence[int], rate: float, cost: RunCost, budget: int, seconds: float = SIMULATED_SECONDS
 ) -> dict[str, dict[str, float]]:
     """Each policy's figures at ``rate``, the medians over SEEDS seeds (the same arrivals for all)."""
-    runs = {name: (policy, True) for name, policy in policies(budget, budget // SLICE_OF_BUDGET).items()}
+    runs = {name: (policy, True) for name, policy in policies(budget, slice_of("cpu", budget)).items()}
     runs["padding_free"] = (lambda waiting: every_waiting_text(waiting, 1 << 30), False)
     results = {}
     for name, (policy, padded) in runs.items():
