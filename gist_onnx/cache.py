@@ -3,9 +3,9 @@
 A text's vector does not depend on its batch mates (ONNX Runtime's CPU provider, fp32 and int8
 with per-token scales: ``RuntimeInfo.batch_invariant``), so a cached vector is the one the model
 gives that text in any batch. Elsewhere it is the one this process computed first, and another
-batch could change its last bits. What is kept is the raw pooled vector with
-the text's token count and whether it was truncated: normalization is applied per request, as
-for a computed vector, and a request that forbids truncation still gets its 413.
+batch could change its last bits. What is kept is the raw pooled vector with the text's token
+count and whether it was truncated: normalization is applied per request, as for a computed
+vector, and a request that forbids truncation still gets its 413.
 """
 
 from __future__ import annotations
